@@ -1,0 +1,96 @@
+"""Copy a few small real clips from ../shared/data into tests/fixtures/audio (attributed, GPL-3.0 /
+CC-BY), and build the demo recording demo/demo-scene.flac with its ground truth.
+
+Run once by a developer; the outputs are committed so tests pass without ../shared.
+    .venv/bin/python scripts/make_fixtures.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from snap_mqtt.audio_io import read_audio
+from snap_mqtt.onset import snap_onset
+from trainer.splits import split_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pick(folder: Path, split: str, n: int, need_onset: bool) -> list[Path]:
+    out = []
+    for f in sorted(folder.glob("*.flac")):
+        if split_of(f.name) != split:
+            continue
+        if need_onset:
+            a = read_audio(f, 16000)
+            o = snap_onset(a.samples, 16000)
+            if o is None or o < 800:  # want the whole attack inside the clip
+                continue
+        out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = ap.parse_args()
+    data: Path = args.data
+    dst = ROOT / "tests" / "fixtures" / "audio"
+    for sub in ("snap", "no_snap", "background"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    chosen = {
+        "snap": pick(data / "snap", "train", 10, True) + pick(data / "snap", "test", 10, True),
+        "no_snap": pick(data / "no_snap", "train", 10, False) + pick(data / "no_snap", "test", 10, False),
+    }
+    for sub, files in chosen.items():
+        for f in files:
+            shutil.copy2(f, dst / sub / f.name)
+    # short background excerpts (16 kHz) from evaluation backgrounds
+    bg = {
+        "keyboard.flac": (data / "background/keyboard").glob("K3P__letters__a__*.flac"),
+        "speech.flac": [data / "background/speech/198-209-0000.hq.flac"],
+        "music.flac": [data / "background/music/Kevin_MacLeod_-_Vibe_Ace.hq.flac"],
+        "dishes.flac": [data / "background/household/_background_noise___doing_the_dishes.flac"],
+    }
+    for name, srcs in bg.items():
+        src = sorted(srcs)[0]
+        a = read_audio(src, 16000)
+        x = a.samples[: 8 * 16000]
+        sf.write(dst / "background" / name, x, 16000, subtype="PCM_16")
+        print(name, "<-", src.relative_to(data))
+    make_demo(chosen["snap"][10:], dst / "background", ROOT / "demo")
+
+
+def make_demo(snaps: list[Path], bg_dir: Path, out_dir: Path, rate: int = 16000) -> None:
+    """A 24 s recording: speech, keyboard and music with a single, a double and a triple snap."""
+    out_dir.mkdir(exist_ok=True)
+    bed = np.concatenate([read_audio(bg_dir / n, rate).samples for n in ("speech.flac", "keyboard.flac", "music.flac")])
+    bed = bed[: 24 * rate] * 0.5
+    times = [2.0, 8.0, 8.35, 15.0, 15.3, 15.65]
+    gestures = [(2.0, 1), (8.0, 2), (15.0, 3)]
+    onsets = []
+    for t, f in zip(times, snaps):
+        clip = read_audio(f, rate).samples
+        o = snap_onset(clip, rate)
+        start = int(t * rate) - o
+        bed[start:start + len(clip)] += clip
+        onsets.append(round(t, 4))
+    bed = np.clip(bed, -1, 1)
+    sf.write(out_dir / "demo-scene.flac", bed, rate, subtype="PCM_16")
+    truth = {"sample_rate": rate, "seconds": len(bed) / rate, "snaps": onsets,
+             "gestures": [{"time": t, "count": c} for t, c in gestures],
+             "sources": [f.name for f in snaps[: len(times)]]}
+    (out_dir / "demo-scene.json").write_text(json.dumps(truth, indent=2))
+    print("demo:", truth)
+
+
+if __name__ == "__main__":
+    main()
