@@ -64,10 +64,18 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int | None = None,
     try:
         with sf.SoundFile(str(p)) as f:
             rate = int(f.samplerate)
-            frames = f.frames
-            if max_seconds is not None and frames > max_seconds * rate:
-                frames = int(max_seconds * rate)
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+            # Read in blocks rather than f.read(f.frames): a corrupt header can claim billions of
+            # frames, and a single read would try to allocate all of them up front.
+            limit = int(max_seconds * rate) if max_seconds is not None else None
+            parts, got = [], 0
+            while limit is None or got < limit:
+                want = 1 << 16 if limit is None else min(1 << 16, limit - got)
+                block = f.read(frames=want, dtype="float32", always_2d=True)
+                if len(block) == 0:  # real end of data, whatever the header claimed
+                    break
+                parts.append(block)
+                got += len(block)
+            data = np.concatenate(parts) if parts else np.zeros((0, max(1, f.channels)), np.float32)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise AudioFileError(f"{p}: unreadable or unsupported audio ({exc})") from None
     if rate <= 0:
