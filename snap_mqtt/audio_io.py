@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
+MIN_RATE, MAX_RATE = 1000, 768000  # sample rates outside this are a corrupt header, not audio
 
 
 class AudioFileError(Exception):
@@ -64,6 +65,11 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int | None = None,
     try:
         with sf.SoundFile(str(p)) as f:
             rate = int(f.samplerate)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                # checked before reading: a header saying 1 Hz would make resampling to 16 kHz
+                # blow a 64 KB file up into gigabytes
+                raise AudioFileError(f"{p}: implausible sample rate {rate} Hz "
+                                     f"(supported: {MIN_RATE}-{MAX_RATE} Hz)")
             # Read in blocks rather than f.read(f.frames): a corrupt header can claim billions of
             # frames, and a single read would try to allocate all of them up front.
             limit = int(max_seconds * rate) if max_seconds is not None else None

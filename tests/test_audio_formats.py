@@ -137,6 +137,14 @@ def _flac_claiming_frames(n: int) -> bytes:
     return bytes(d)
 
 
+def _wav_claiming_rate(rate: int) -> bytes:
+    """A valid 2 s PCM WAV whose header says `rate` Hz (sample-rate field at byte 24)."""
+    d = bytearray(_valid_bytes(".wav", "PCM_16"))
+    assert d[:4] == b"RIFF" and d[12:16] == b"fmt "
+    d[24:28] = rate.to_bytes(4, "little")
+    return bytes(d)
+
+
 def _wav_with_nan() -> bytes:
     import io
 
@@ -170,6 +178,9 @@ BROKEN: dict[str, callable] = {
     "ogg_cut_early.ogg": lambda: (lambda d: d[: len(d) // 10])(_valid_bytes(".ogg", "VORBIS")),
     "flac_header_claims_2e36_frames.flac": lambda: _flac_claiming_frames(2**36 - 1),
     "nan_samples.wav": _wav_with_nan,
+    # resampled to 16 kHz, a 64 KB file "at 1 Hz" would become 512 M samples (2 GB, 20 s)
+    "wav_header_rate_1hz.wav": lambda: _wav_claiming_rate(1),
+    "wav_header_rate_4ghz.wav": lambda: _wav_claiming_rate(4_000_000_000),
 }
 
 
