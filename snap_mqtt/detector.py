@@ -1,0 +1,219 @@
+"""Streaming snap detection on a sliding window (pure logic: no audio device, no MQTT, no files).
+
+Blocks of any size go in; windows of `window_samples` start at every multiple of `hop_samples`
+since the stream (or the last `reset`) began, so how the stream is chunked never changes which
+windows are scored, nor the events. All windows a block completes are scored in one batched call.
+
+A window is positive when the model's probability reaches the threshold; the model was trained to
+say so when a snap's onset lies `onset_min_samples..onset_max_samples` into the window. For each
+positive window the onset is localised in that region of the signal (`onset.find_onset`). One snap
+is seen by several overlapping windows; the detector fires on the first window whose localised
+onset is new, i.e. at least `refractory` seconds after the last event's onset. That window is the
+earliest the model can be sure (the onset ~40 ms before the window's end with the shipped model),
+so an event is out about 40-60 ms after the snap starts, and two snaps 250 ms apart are two events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from snap_mqtt.events import SnapEvent, iso_now
+from snap_mqtt.onset import find_onset
+
+# A scorer maps float32 windows [B, window_samples] to probabilities [B] (numpy or torch out).
+Scorer = Callable[[np.ndarray], Any]
+
+MAX_BATCH = 256  # windows per forward call: bounds memory when a long file comes in one block
+_PEAK_LEAD_S = 0.010  # a snap's envelope peaks a few ms after its onset: search that far past the region
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """What the detector needs to know about a model (all in model samples)."""
+
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    threshold: float
+    onset_min_samples: int
+    onset_max_samples: int
+
+    @classmethod
+    def from_metadata(cls, meta: Any) -> "WindowSpec":
+        lo, hi = int(meta.onset_min_samples), int(meta.onset_max_samples)
+        if hi <= lo:  # older metadata without a region: assume the snap may sit anywhere
+            lo, hi = 0, int(meta.window_samples) - 1
+        return cls(int(meta.sample_rate), int(meta.window_samples), int(meta.hop_samples),
+                   float(meta.threshold), lo, hi)
+
+
+class Detector:
+    """Feed `push(block)` mono float32 blocks at the model's rate; get `SnapEvent`s.
+
+    `model` is a loaded `SnapModel` (its metadata gives rate, window, hop, threshold and the
+    onset region), or any callable scorer `[B, window] -> [B]` together with `spec=WindowSpec(...)`.
+    `threshold` and `hop_samples` override the model's. `start_sample` offsets the time base (used
+    when a model is swapped mid-stream)."""
+
+    def __init__(self, model: Any, threshold: float | None = None, refractory: float = 0.15,
+                 hop_samples: int | None = None, *, spec: WindowSpec | None = None, start_sample: int = 0):
+        if spec is None:
+            meta = getattr(model, "metadata", None)
+            if meta is None:
+                raise TypeError("Detector needs a SnapModel, or a scorer callable together with spec=WindowSpec(...)")
+            spec = WindowSpec.from_metadata(meta)
+        self._score = _scorer_for(model)
+        self.spec = spec
+        self.sample_rate = spec.sample_rate
+        self.window = spec.window_samples
+        self.hop = int(hop_samples) if hop_samples is not None else spec.hop_samples
+        if self.hop <= 0:
+            raise ValueError(f"hop_samples must be positive, got {self.hop}")
+        self.threshold = float(threshold) if threshold is not None else spec.threshold
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if refractory <= 0:
+            raise ValueError(f"refractory must be > 0 seconds, got {refractory}")
+        self.refractory = float(refractory)
+        self._refr_samples = int(round(self.refractory * self.sample_rate))
+        self._lo = max(0, spec.onset_min_samples)
+        self._hi = min(self.window, spec.onset_max_samples + int(round(_PEAK_LEAD_S * self.sample_rate)))
+        self._samples_seen = int(start_sample)
+        self._clear()
+
+    # -- state --------------------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self._origin = self._samples_seen  # windows start at origin + k * hop
+        # audio not yet fully used: _store[:_len], whose first sample has absolute index _buf_start;
+        # a preallocated store so one-sample blocks cost O(1), not a copy of the window each
+        self._store = np.zeros(2 * self.window + 4 * self.hop, dtype=np.float32)
+        self._len = 0
+        self._buf_start = self._samples_seen
+        self._next_window = self._origin  # absolute start of the next window to score
+        self._last_onset: int | None = None  # absolute onset of the last event
+        self._run_max = 0.0  # highest probability since the last event within the current run
+
+    def reset(self, gap_samples: int = 0) -> None:
+        """Forget buffered audio and the refractory state (after an audio gap); the time base goes
+        on, `gap_samples` further if the length of the gap is known."""
+        self._samples_seen += max(0, int(gap_samples))
+        self._clear()
+
+    def skip(self, n_samples: int) -> None:
+        """Let `n_samples` of audio pass without looking at it (paused detection)."""
+        self.reset(n_samples)
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples of audio consumed since the stream began (the detector's clock)."""
+        return self._samples_seen
+
+    @property
+    def now(self) -> float:
+        return self._samples_seen / self.sample_rate
+
+    @property
+    def max_delay(self) -> float:
+        """Longest time from a snap's onset to its event, seconds: the last window that can still
+        place the onset in its positive region ends `window - onset_min` samples after it."""
+        return (self.window - self._lo + self.hop) / self.sample_rate
+
+    # -- streaming ----------------------------------------------------------------------------------
+    def push(self, block: np.ndarray) -> list[SnapEvent]:
+        x = np.asarray(block, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"Detector.push expects mono samples [frames], got shape {x.shape}")
+        if len(x) == 0:
+            return []
+        self._append(x)
+        self._samples_seen += len(x)
+        end = self._buf_start + self._len
+        n = 0 if end < self._next_window + self.window else (end - self._next_window - self.window) // self.hop + 1
+        events: list[SnapEvent] = []
+        done = 0
+        while done < n:
+            b = min(MAX_BATCH, n - done)
+            first = self._next_window + done * self.hop
+            events.extend(self._score_windows(first, b))
+            done += b
+        self._next_window += n * self.hop
+        # keep only what the next window needs
+        drop = min(self._next_window - self._buf_start, self._len)
+        if drop > 0:
+            self._store[: self._len - drop] = self._store[drop: self._len]
+            self._len -= drop
+            self._buf_start += drop
+        return events
+
+    def _append(self, x: np.ndarray) -> None:
+        need = self._len + len(x)
+        if need > len(self._store):
+            grown = np.zeros(max(need, 2 * len(self._store)), dtype=np.float32)
+            grown[: self._len] = self._store[: self._len]
+            self._store = grown
+        self._store[self._len: need] = x
+        self._len = need
+
+    def _score_windows(self, first: int, count: int) -> list[SnapEvent]:
+        off = first - self._buf_start
+        span = self._store[off: off + (count - 1) * self.hop + self.window]
+        wins = np.lib.stride_tricks.sliding_window_view(span, self.window)[:: self.hop][:count]
+        probs = np.asarray(_to_numpy(self._score(np.ascontiguousarray(wins))), dtype=np.float64).reshape(-1)
+        if len(probs) != count:
+            raise RuntimeError(f"scorer returned {len(probs)} probabilities for {count} windows")
+        events: list[SnapEvent] = []
+        for i in range(count):
+            p = float(probs[i])
+            if not p >= self.threshold:  # also False for NaN
+                self._run_max = 0.0
+                continue
+            self._run_max = max(self._run_max, p)
+            start = first + i * self.hop
+            onset = start + self._localise(wins[i])
+            if self._last_onset is not None and onset - self._last_onset < self._refr_samples:
+                continue  # the snap already reported, seen again by a later window
+            self._last_onset = onset
+            end = start + self.window
+            events.append(SnapEvent(time=onset / self.sample_rate, confidence=self._run_max,
+                                    detected_at=end / self.sample_rate, timestamp=iso_now()))
+            self._run_max = 0.0
+        return events
+
+    def _localise(self, window: np.ndarray) -> int:
+        """Onset of the snap within the window's positive region, in samples from its start."""
+        o = find_onset(window, self.sample_rate, start=self._lo, stop=self._hi)
+        if o is None:  # flat region: put it mid-region
+            return (self._lo + self.spec.onset_max_samples) // 2
+        return o.index
+
+
+def _to_numpy(y: Any) -> np.ndarray:
+    if hasattr(y, "detach"):
+        return y.detach().cpu().numpy()
+    return np.asarray(y)
+
+
+def _scorer_for(model: Any) -> Scorer:
+    """A numpy-in scorer for a SnapModel (TorchScript) or a plain callable."""
+    if hasattr(model, "predict") and hasattr(model, "metadata"):
+        import torch
+
+        def score(wins: np.ndarray) -> np.ndarray:
+            return model.predict(torch.from_numpy(wins)).float().numpy()
+
+        return score
+    if callable(model):
+        return model
+    raise TypeError(f"not a model or scorer: {type(model).__name__}")
+
+
+def windows_for(n_samples: int, window: int, hop: int) -> int:
+    """How many windows a stream of n samples completes."""
+    return 0 if n_samples < window else (n_samples - window) // hop + 1
+
+
+__all__ = ["Detector", "WindowSpec", "Scorer", "windows_for", "MAX_BATCH"]
