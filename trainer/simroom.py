@@ -18,8 +18,9 @@ mining has something hard to mine.
 `build_simroom()` writes, deterministically from the seed:
     OUT/enroll/snap/*.flac      user snaps: 2 s clips in the room, one snap each (val-split clips)
     OUT/enroll/no_snap/*.flac   ~1 minute of the room, part of it with claps/knocks/taps
-    OUT/eval/scenes/*.flac+json 30 s scenes with singles/doubles/triples (test-split clips)
+    OUT/eval/scenes/*.flac      30 s scenes with singles/doubles/triples (test-split clips)
     OUT/eval/negatives/*.flac   the rest of the room's audio, no snaps (+ a look-alike file)
+    OUT/eval/scenes.json        ground truth, in `snap-train scenes`' format (`snap-train evaluate`)
     OUT/person.json             the drawn hand/mic/room
 Only evaluation backgrounds (`trainer.splits.background_split(...) == "eval"`) are used, split in
 time: the first part of each kind is the enrollment room audio, the rest is evaluation.
@@ -369,12 +370,12 @@ def write_enrollment(out: Path, sim: SimRoom, srcs: list[np.ndarray], room: dict
 
 
 def make_scene(sim: SimRoom, bed: np.ndarray, srcs: list[np.ndarray], rng: np.random.Generator
-               ) -> tuple[np.ndarray, dict]:
+               ) -> tuple[np.ndarray, list[dict], list[dict]]:
     """Singles, doubles and triples (snaps 0.25-0.5 s apart, gestures >= 3 s apart) at local SNRs
     of 3-30 dB in a bed of room sound. Ground truth: every snap onset, every gesture's count."""
     rate = sim.rate
     x = bed.copy() + sim.noise_floor(len(bed), rng)
-    snaps: list[float] = []
+    snaps: list[dict] = []
     gestures: list[dict] = []
     t = rng.uniform(1.0, 2.0)
     seconds = len(bed) / rate
@@ -383,55 +384,58 @@ def make_scene(sim: SimRoom, bed: np.ndarray, srcs: list[np.ndarray], rng: np.ra
         times = [t]
         for _ in range(count - 1):
             times.append(times[-1] + rng.uniform(0.25, 0.5))
-        if times[-1] > seconds - 1.0:
+        if times[-1] > seconds - 1.5:
             break
         snr = rng.uniform(3, 30)
+        placed = []
         for ts in times:
             clean, o = transformed_snap(sim, srcs[int(rng.integers(len(srcs)))], rng)
-            place(x, clean, o, int(round(ts * rate)), snr + rng.uniform(-2, 2), rate)
-            snaps.append(round(int(round(ts * rate)) / rate, 6))
-        gestures.append({"time": snaps[-count], "count": count, "snr_db": round(snr, 1)})
-        t = times[-1] + rng.uniform(3.0, 5.0)
-    return _finish(x), {"sample_rate": rate, "seconds": round(seconds, 6), "snaps": snaps, "gestures": gestures}
+            at = int(round(ts * rate))
+            s_db = float(np.clip(snr + rng.uniform(-2, 2), 3, 30))
+            place(x, clean, o, at, s_db, rate)
+            placed.append(round(at / rate, 6))
+            snaps.append({"time": placed[-1], "clip": "simulated", "snr_db": round(s_db, 2), "gesture": len(gestures)})
+        gestures.append({"time": placed[0], "count": count, "snaps": placed})
+        t = times[-1] + rng.uniform(3.0, 4.5)
+    return _finish(x), snaps, gestures
 
 
 def write_evaluation(out: Path, sim: SimRoom, srcs: list[np.ndarray], room: dict[str, np.ndarray],
                      rng: np.random.Generator, scene_seconds: float = 30.0, lookalike_seconds: float = 300.0) -> dict:
+    """Scenes and negatives with an index in `snap-train scenes`' format (OUT/scenes.json), so
+    `snap-train evaluate` reads them as it reads its own."""
     rate = sim.rate
     (out / "scenes").mkdir(parents=True, exist_ok=True)
     (out / "negatives").mkdir(parents=True, exist_ok=True)
     n_scene = int(scene_seconds * rate)
-    n_scenes = n_snaps = n_gestures = 0
-    neg_seconds: dict[str, float] = {}
+    scenes, negatives = [], []
     for kind, stream in room.items():
-        # negatives: the whole stream, in 60 s files
-        for k in range(0, len(stream), 60 * rate):
-            piece = stream[k: k + 60 * rate]
-            if len(piece) < rate:
-                continue
-            piece = piece + sim.noise_floor(len(piece), rng)
-            write_audio_atomic(out / "negatives" / f"{kind}-{k // (60 * rate):03d}.flac", _finish(piece), rate, subtype="PCM_16")
-            neg_seconds[kind] = neg_seconds.get(kind, 0.0) + len(piece) / rate
+        piece = stream + sim.noise_floor(len(stream), rng)
+        name = f"negatives/{kind}.flac"
+        write_audio_atomic(out / name, _finish(piece), rate, subtype="PCM_16")
+        negatives.append({"file": name, "kind": kind, "sample_rate": rate, "seconds": len(piece) / rate,
+                          "sources": [f"simroom eval-part {kind}"]})
         # scenes: the same room sound with snaps in it
         for k in range(0, len(stream) - n_scene + 1, n_scene):
-            audio, truth = make_scene(sim, stream[k: k + n_scene], srcs, rng)
-            truth["background"] = kind
-            name = f"scene-{kind}-{k // n_scene:03d}"
-            write_audio_atomic(out / "scenes" / f"{name}.flac", audio, rate, subtype="PCM_16")
-            (out / "scenes" / f"{name}.json").write_text(json.dumps(truth, indent=2))
-            n_scenes += 1
-            n_snaps += len(truth["snaps"])
-            n_gestures += len(truth["gestures"])
+            audio, snaps, gestures = make_scene(sim, stream[k: k + n_scene], srcs, rng)
+            name = f"scenes/scene-{len(scenes):03d}-{rate}-{kind}.flac"
+            write_audio_atomic(out / name, audio, rate, subtype="PCM_16")
+            scenes.append({"file": name, "sample_rate": rate, "seconds": len(audio) / rate, "kind": kind,
+                           "backgrounds": [{"file": f"simroom eval-part {kind}", "from_s": k / rate}],
+                           "snaps": snaps, "gestures": gestures})
     # look-alikes: claps, knocks, taps over a mix of the room's sound
     bed = np.concatenate(list(room.values()))
     start = int(rng.integers(0, max(1, len(bed) - int(lookalike_seconds * rate))))
     bed = bed[start: start + int(lookalike_seconds * rate)]
     looks, events = with_lookalikes(bed + sim.noise_floor(len(bed), rng), sim, rng, (2.0, 5.0))
-    write_audio_atomic(out / "negatives" / "lookalikes-000.flac", _finish(looks), rate, subtype="PCM_16")
-    (out / "negatives" / "lookalikes-000.json").write_text(json.dumps({"events": events}, indent=1))
-    neg_seconds["lookalikes"] = len(looks) / rate
-    return {"scenes": n_scenes, "snaps": n_snaps, "gestures": n_gestures,
-            "negative_seconds": {k: round(v, 1) for k, v in neg_seconds.items()}, "lookalikes": len(events)}
+    write_audio_atomic(out / "negatives" / "lookalikes.flac", _finish(looks), rate, subtype="PCM_16")
+    negatives.append({"file": "negatives/lookalikes.flac", "kind": "lookalikes", "sample_rate": rate,
+                      "seconds": len(looks) / rate, "sources": ["synthetic claps/knocks/taps"], "events": events})
+    index = {"format": "snap-mqtt-scenes", "version": 1, "simroom": True, "scenes": scenes, "negatives": negatives}
+    (out / "scenes.json").write_text(json.dumps(index, indent=1))
+    return {"scenes": len(scenes), "snaps": sum(len(s["snaps"]) for s in scenes),
+            "gestures": sum(len(s["gestures"]) for s in scenes),
+            "negative_seconds": {n["kind"]: round(n["seconds"], 1) for n in negatives}, "lookalikes": len(events)}
 
 
 def build_simroom(data: Path, out: Path, seed: int = 1, n_snaps: int = 50, room_seconds: float = 60.0,
