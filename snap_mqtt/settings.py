@@ -260,11 +260,28 @@ def _nest(d: dict[str, Any]) -> dict[str, Any]:
 _SECRET_FIELDS = {"password"}
 
 
-def validation_problems(exc: ValidationError) -> list[str]:
-    """One `field.path: problem (got value)` line per error; secret values are never shown."""
-    lines = []
+def _field_loc(loc: tuple, model: Any) -> tuple:
+    """The error's location cut at the field: a union field (audio.device: int | str) reports one
+    error per member with the member's tag appended ('audio.device.int'); drop such tags."""
+    out = []
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            break
+        out.append(part)
+        model = fields[part].annotation
+    return tuple(out)
+
+
+def validation_problems(exc: ValidationError, model: Any = None) -> list[str]:
+    """One `field.path: problem (got value)` line per bad field; secret values are never shown."""
+    model = model if model is not None else Settings
+    by_loc: dict[str, list[str]] = {}
+    got_by_loc: dict[str, str] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc_t = tuple(err["loc"]) if err["type"] == "extra_forbidden" else (_field_loc(tuple(err["loc"]), model)
+                                                                           or tuple(err["loc"]))
+        loc = ".".join(str(p) for p in loc_t) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
@@ -273,8 +290,10 @@ def validation_problems(exc: ValidationError) -> list[str]:
             val = err.get("input")
             if not isinstance(val, dict):
                 got = f" (got {val!r})"
-        lines.append(f"{loc}: {msg}{got}")
-    return lines
+        if msg not in by_loc.setdefault(loc, []):
+            by_loc[loc].append(msg)
+        got_by_loc.setdefault(loc, got)
+    return [f"{loc}: {'; '.join(msgs)}{got_by_loc[loc]}" for loc, msgs in by_loc.items()]
 
 
 def env_name(field_path: str) -> str:
