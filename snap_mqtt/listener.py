@@ -95,6 +95,7 @@ class Listener:
                                     channels=a.channels, sample_rate=a.sample_rate, block_seconds=a.block_seconds,
                                     on_state=self.link.set_audio_up)
         self._threads: list[threading.Thread] = []
+        self._signalled = False
 
     # ---- controls (called from paho's thread) ------------------------------------------------------
     def _controls(self) -> tuple[bool, float]:
@@ -117,6 +118,7 @@ class Listener:
     def install_signal_handlers(self) -> None:
         def stop(signum, frame):
             log.info("received %s: stopping", signal.Signals(signum).name)
+            self._signalled = True
             self.stop_event.set()
 
         def hup(signum, frame):
@@ -146,7 +148,9 @@ class Listener:
         deadline = time.monotonic() + 0.8
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self.link.set_audio_up(False)
+        if self.done.is_set() and not self._signalled:
+            # the replayed file ended: give queued events a moment to reach a broker that is up
+            self.link.flush(timeout=min(3.0, self.settings.max_event_age))
         self.link.stop(timeout=0.8)
         s = self.link.stats
         log.info("stopped: %d event(s) published (%d late after a reconnect), %d dropped as older than %.1f s, "

@@ -147,6 +147,16 @@ class MqttLink:
         self.client.connect_async(o.host, int(o.port), keepalive=int(o.keepalive))
         self.client.loop_start()
 
+    def flush(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until the outbox has gone out; for the end of a replayed file."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._connected and self._restore_done.is_set() and not self._outbox:
+                    return True
+            time.sleep(0.02)
+        return False
+
     def stop(self, timeout: float = 1.0) -> None:
         """Publish `offline` (retained), flush, disconnect. Bounded by `timeout` seconds."""
         with self._lock:
@@ -155,6 +165,10 @@ class MqttLink:
             pending = len(self._outbox)
         if self._restore_timer:
             self._restore_timer.cancel()
+        if connected and not self._restore_done.is_set():
+            self._finish_restore()  # send what is queued rather than drop it
+        with self._lock:
+            pending = len(self._outbox)
         if connected:
             try:
                 info = self.client.publish(self.topics.availability, PAYLOAD_OFFLINE, qos=1, retain=True)
@@ -206,12 +220,13 @@ class MqttLink:
         t = self.topics
         client.subscribe([(t.ha_status, 1), (t.pause_command, 1), (t.sensitivity_command, 1)])
         if not self._restore_done.is_set():
-            # our own retained control state: restores pause/threshold across restarts
+            # our own retained control state: restores pause/threshold across restarts; events
+            # wait in the outbox until it is known (a listener paused before a restart stays quiet)
             result, mid = client.subscribe([(t.pause_state, 1), (t.sensitivity_state, 1)])
             self._state_sub_mid = mid
         else:
             self.publish_controls()
-        self._drain_outbox()
+            self._drain_outbox()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid == self._state_sub_mid and not self._restore_done.is_set():
@@ -229,6 +244,7 @@ class MqttLink:
         except (RuntimeError, ValueError):
             pass
         self.publish_controls()
+        self._drain_outbox()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
@@ -318,7 +334,7 @@ class MqttLink:
         """Publish one event (QoS 1, not retained), or keep it in the outbox while disconnected."""
         item = _Outgoing(topic, json.dumps(payload), time.monotonic() if created is None else created)
         with self._lock:
-            if not self._connected:
+            if not self._connected or not self._restore_done.is_set() or self._outbox:
                 if len(self._outbox) >= self._outbox_size:
                     self._outbox.popleft()
                     self.stats.dropped_overflow += 1
@@ -344,6 +360,11 @@ class MqttLink:
             items = list(self._outbox)
             self._outbox.clear()
         if not items:
+            return
+        if self.controls is not None and self.controls()[0]:
+            self.stats.dropped_stale += len(items)
+            log.info("MQTT: detection is paused: %d event(s) made before the pause was restored dropped",
+                     len(items))
             return
         sent = stale = 0
         for item in items:

@@ -67,3 +67,176 @@ def make_energy_model(path: Path, threshold: float = 0.5) -> Path:
 
 def make_never_model(path: Path) -> Path:
     return save_model(torch.jit.script(NeverModel()), metadata(version="test-never"), path)
+
+
+class ScaledModel(torch.nn.Module):
+    """The energy model's answer times `gain`: with gain 0.7 it fires at threshold 0.5 but never
+    at 0.8, which makes a change of the sensitivity visible in the events."""
+
+    def __init__(self, inner: EnergySnapModel, gain: float):
+        super().__init__()
+        self.inner = inner
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.gain
+
+
+def make_scaled_model(path: Path, gain: float = 0.7) -> Path:
+    module = torch.jit.script(ScaledModel(EnergySnapModel(1440, 3360), gain))
+    return save_model(module, metadata(version="test-scaled"), path)
+
+
+def make_scene(path: Path, snap_times: list[float], seconds: float, rate: int = 16000,
+               noise_db: float = -60.0, seed: int = 0) -> Path:
+    """A recording with committed snap fixtures placed so their onsets fall at `snap_times`, in
+    quiet noise: the energy stand-in model hears exactly those snaps."""
+    import numpy as np
+
+    from snap_mqtt.audio_io import read_audio, write_audio_atomic
+    from snap_mqtt.onset import snap_onset
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 10 ** (noise_db / 20), int(seconds * rate)).astype(np.float32)
+    clips = []
+    for f in sorted((ROOT / "tests" / "fixtures" / "audio" / "snap").glob("*.flac")):
+        a = read_audio(f, rate).samples
+        o = snap_onset(a, rate)
+        if o is not None and o >= int(0.03 * rate) and len(a) - o >= int(0.1 * rate):
+            clips.append((a, o))
+    for i, t in enumerate(snap_times):
+        a, o = clips[i % len(clips)]
+        seg = a[o - int(0.03 * rate):]  # from 30 ms before the onset: no other transient in front
+        seg = seg * (0.5 / max(1e-6, float(np.abs(seg).max())))
+        start = int(round(t * rate)) - int(0.03 * rate)
+        end = min(len(x), start + len(seg))
+        ramp = np.linspace(0, 1, int(0.005 * rate), dtype=np.float32)
+        seg = seg.copy()
+        seg[:len(ramp)] *= ramp
+        x[start:end] += seg[: end - start]
+    return write_audio_atomic(path, x, rate)
+
+
+# ---- a subscriber that records what reaches the broker -------------------------------------------
+
+@dataclass
+class Msg:
+    topic: str
+    payload: str
+    retain: bool
+    at: float  # time.monotonic() when received
+
+    def json(self) -> dict:
+        return json.loads(self.payload)
+
+
+class Recorder:
+    """A real paho client subscribed to `topics`; `wait_for(pred)` polls what has arrived."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "test-recorder"):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[Msg] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"{client_id}-{os.getpid()}-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self._topics = topics
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in self._topics])
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(5):
+            raise TimeoutError("recorder did not subscribe")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append(Msg(msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain),
+                                     time.monotonic()))
+
+    def snapshot(self) -> list[Msg]:
+        with self._lock:
+            return list(self.messages)
+
+    def on(self, topic: str, since: float = 0.0) -> list[Msg]:
+        return [m for m in self.snapshot() if m.topic == topic and m.at >= since]
+
+    def wait_for(self, pred, timeout: float = 20.0, what: str = "a condition") -> list[Msg]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = pred(self.snapshot())
+            if got:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; got "
+                             f"{[(m.topic, m.payload[:60]) for m in self.snapshot()][-15:]}")
+
+    def wait_payload(self, topic: str, payload: str, since: float = 0.0, timeout: float = 20.0) -> Msg:
+        return self.wait_for(lambda ms: [m for m in ms if m.topic == topic and m.payload == payload
+                                         and m.at >= since], timeout, f"{payload!r} on {topic}")[0]
+
+    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained(port: int, topics: list[str], settle: float = 0.5) -> dict[str, str]:
+    """What a newcomer gets on subscribing: the retained messages under `topics`."""
+    r = Recorder(port, topics, client_id="test-retained")
+    time.sleep(settle)
+    r.close()
+    return {m.topic: m.payload for m in r.snapshot() if m.retain}
+
+
+# ---- the listener as a real process ---------------------------------------------------------------------
+
+class ListenerProc:
+    """`python -m snap_mqtt.cli listen ...` with its own environment; log in `self.log_path`."""
+
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None):
+        self.log_path = workdir / f"listener-{time.monotonic_ns()}.log"
+        e = {**os.environ, **(env or {})}
+        e.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        # no stray settings from the environment or a .env in the caller's folder
+        for k in list(e):
+            if k.startswith("SNAP_") and k not in (env or {}):
+                del e[k]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "snap_mqtt.cli", "listen", *args],
+                                     cwd=workdir, env=e, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"listener still running after {timeout} s; log:\n{self.log[-3000:]}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def event_times(msgs: list[Msg]) -> list[float]:
+    return [m.json()["time"] for m in msgs]
+
+
+def close_to(got: list[float], want: list[float], tol: float = 0.05) -> bool:
+    return len(got) == len(want) and all(abs(g - w) <= tol for g, w in zip(sorted(got), sorted(want)))
