@@ -1,0 +1,610 @@
+"""`snap-train enroll DIR --out FILE`: fine-tune a model on your own snaps and your own room.
+
+DIR holds `snap/` (clips with one snap each: any rate, any length) and `no_snap/` (your room's
+ordinary sound and its look-alikes: claps, knocks, typing; long recordings are cut into windows),
+as written by `snap-train record --guided DIR` or sorted by `snap-train label` (clips the
+listener saved with `capture_dir` feed straight in). `DIR/review/` is ignored.
+
+Steps:
+1. hold back about a fifth of the clips (every fifth snap clip in a hash order, the last fifth of
+   every room recording) for the before/after table and the threshold: never trained on;
+2. mine hard negatives: run the listener's own SnapPipeline with the base model over your room
+   audio; every detection there is a false trigger (and near misses, at half the threshold, too);
+3. fine-tune the base model (`trainer.export.load_trainable`) on windows of your clips (the
+   trainer's own window sampler: your snaps placed in your room's sound, early/late snaps as
+   negatives), the mined false triggers, and a sample of the shipped training data so it forgets
+   nothing; an L2 pull towards the base weights keeps it close; BatchNorm statistics stay frozen;
+   halfway, mine again with the model being trained;
+4. calibrate the threshold on the held-back clips: the value that keeps held-back false triggers
+   within the target rate and finds the most held-back snaps, in the middle of that range;
+5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata, and
+   print a before/after table measured with the SnapPipeline on the held-back clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+MATCH_S = 0.15  # a held-back snap is found when an event's onset lies this close to the true onset
+
+
+# ---------------------------------------------------------------------------------------------
+# the user's clips
+
+
+@dataclass
+class UserClips:
+    """The user's folder at the model's rate, split into training and held-back parts."""
+
+    snaps_train: list  # trainer.data.SnapClip
+    snaps_held: list
+    room_train: list[np.ndarray]
+    room_held: list[np.ndarray]
+    room_names: list[str]  # per room_train entry (for the report)
+    skipped: list[str] = field(default_factory=list)
+    n_snap_files: int = 0
+    n_no_snap_files: int = 0
+
+    def room_seconds(self, rate: int, held: bool = False) -> float:
+        return sum(len(x) for x in (self.room_held if held else self.room_train)) / rate
+
+    def summary(self, rate: int) -> dict:
+        return {"snap_clips": self.n_snap_files, "snap_train": len(self.snaps_train),
+                "snap_held_back": len(self.snaps_held), "no_snap_files": self.n_no_snap_files,
+                "room_seconds_train": round(self.room_seconds(rate), 1),
+                "room_seconds_held_back": round(self.room_seconds(rate, True), 1),
+                "skipped": len(self.skipped)}
+
+
+def _hash_order(name: str) -> str:
+    return hashlib.sha1(f"enroll:{name}".encode()).hexdigest()
+
+
+def held_back_names(names: list[str], fraction: float) -> set[str]:
+    """Every k-th name (k = 1/fraction) in an order given by a hash of the name: deterministic,
+    independent of file order, and about `fraction` of them. Nothing is held back from fewer
+    than 5 clips (too few to both train and judge)."""
+    if fraction <= 0 or len(names) < 5:
+        return set()
+    k = max(2, round(1 / fraction))
+    order = sorted(names, key=_hash_order)
+    return {n for i, n in enumerate(order) if i % k == k - 1}
+
+
+def split_recording(x: np.ndarray, fraction: float, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train part, held-back part): the last `fraction` of a recording of at least 2 s is held
+    back; shorter ones are all training."""
+    if fraction <= 0 or len(x) < 2 * rate:
+        return x, x[:0]
+    cut = int(len(x) * (1 - fraction))
+    return x[:cut], x[cut:]
+
+
+def load_user_dir(folder: Path, rate: int, holdout: float = 0.2) -> UserClips:
+    from snap_mqtt.audio_io import AudioFileError, audio_files, is_silent, read_audio
+    from snap_mqtt.onset import snap_onset
+    from trainer.cli import UsageError
+    from trainer.data import SnapClip
+
+    for sub in ("snap", "no_snap"):
+        if not (folder / sub).is_dir():
+            raise UsageError(f"{folder / sub}: no such folder (enroll needs DIR/snap and DIR/no_snap, "
+                             "as written by `snap-train record --guided DIR`)")
+    skipped: list[str] = []
+
+    def read_all(sub: str) -> list[tuple[Path, np.ndarray]]:
+        out = []
+        for p in audio_files([folder / sub]):
+            if p.name.startswith("."):
+                continue
+            try:
+                x = read_audio(p, rate).samples
+            except AudioFileError as exc:
+                log.warning("skipped: %s", exc)
+                skipped.append(str(exc))
+                continue
+            if is_silent(x):
+                log.warning("skipped: %s: silent (digital silence)", p)
+                skipped.append(f"{p}: silent")
+                continue
+            out.append((p, x))
+        return out
+
+    snap_files = read_all("snap")
+    snaps = []
+    for p, x in snap_files:
+        o = snap_onset(x, rate)
+        if o is None:
+            msg = f"{p}: no clear snap in a snap clip (check its label; not trained on)"
+            log.warning("skipped: %s", msg)
+            skipped.append(msg)
+            continue
+        snaps.append(SnapClip(p.name, x, int(o)))
+    room_files = read_all("no_snap")
+    if not snaps:
+        raise UsageError(f"{folder / 'snap'}: no usable snap clips (need WAV, FLAC or OGG clips with a snap each)")
+    if not room_files:
+        raise UsageError(f"{folder / 'no_snap'}: no usable recordings of the room (need at least a minute "
+                         "of its ordinary sound, WAV, FLAC or OGG)")
+    held = held_back_names([s.name for s in snaps], holdout)
+    room_train, room_held, names = [], [], []
+    for p, x in room_files:
+        a, b = split_recording(x, holdout, rate)
+        if len(a) >= rate // 4:
+            room_train.append(a)
+            names.append(p.name)
+        if len(b):
+            room_held.append(b)
+    if not room_train:
+        raise UsageError(f"{folder / 'no_snap'}: recordings too short (need at least 0.25 s each)")
+    return UserClips(snaps_train=[s for s in snaps if s.name not in held],
+                     snaps_held=[s for s in snaps if s.name in held],
+                     room_train=room_train, room_held=room_held, room_names=names, skipped=skipped,
+                     n_snap_files=len(snap_files), n_no_snap_files=len(room_files))
+
+
+# ---------------------------------------------------------------------------------------------
+# window scores and threshold calibration (pure)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
+    """Starts of the windows a stream of n samples completes (aligned to multiples of hop, as the
+    detector's)."""
+    if n_samples < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+
+
+def positive_peak(scores: np.ndarray, onset: int, window: int, hop: int, lo: int, hi: int) -> float:
+    """Highest score among the windows that place `onset` inside their positive region [lo, hi]:
+    what the detector needs to reach its threshold for that snap."""
+    pos = onset - np.arange(len(scores)) * hop
+    sel = (pos >= lo) & (pos <= hi)
+    return float(scores[sel].max()) if sel.any() else 0.0
+
+
+def count_runs(scores: np.ndarray, threshold: float, merge_windows: int = 1) -> int:
+    """Runs of windows at or above `threshold` (runs fewer than `merge_windows` apart count as
+    one): about the number of events the detector would report."""
+    idx = np.flatnonzero(np.asarray(scores) >= threshold)
+    if len(idx) == 0:
+        return 0
+    return int(1 + np.sum(np.diff(idx) > merge_windows))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    recall: float  # held-back snaps reaching it
+    false_triggers: int  # on held-back room audio
+    allowed: int  # false triggers the target allows on that much audio
+    hours: float
+    note: str = ""
+
+
+def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], hours: float,
+                        target_per_hour: float, merge_windows: int = 1,
+                        grid: np.ndarray | None = None, fallback: float = 0.5) -> Calibration:
+    """The threshold that keeps false triggers on the held-back room audio within
+    `target_per_hour` and, among those, finds the most held-back snaps; of the thresholds that
+    tie, the one in the middle (in log-odds), so that neither side sits on the edge."""
+    grid = np.round(np.arange(0.02, 0.991, 0.005), 4) if grid is None else grid
+    allowed = int(math.floor(target_per_hour * hours))
+    peaks = np.asarray(pos_peaks, dtype=float)
+    fts = np.array([sum(count_runs(s, t, merge_windows) for s in neg_scores) for t in grid])
+    rec = np.array([(peaks >= t).mean() if len(peaks) else 1.0 for t in grid])
+    if not len(peaks) and not any(len(s) for s in neg_scores):
+        return Calibration(fallback, 1.0, 0, allowed, hours, "nothing held back: kept the base threshold")
+    ok = fts <= allowed
+    if not ok.any():
+        i = int(np.argmin(fts))
+        return Calibration(float(grid[i]), float(rec[i]), int(fts[i]), allowed, hours,
+                           "no threshold meets the false-trigger target on the held-back audio")
+    best = rec[ok].max()
+    cand = grid[ok & (rec >= best - 1e-12)]
+    logit = np.log(cand / (1 - cand))
+    t = float(1 / (1 + np.exp(-(logit.min() + logit.max()) / 2)))
+    t = float(np.clip(round(t, 4), 0.02, 0.98))
+    return Calibration(t, float((peaks >= t).mean()) if len(peaks) else 1.0,
+                       int(sum(count_runs(s, t, merge_windows) for s in neg_scores)), allowed, hours)
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring with a trainable net
+
+
+def make_scorer(net) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy windows [B, W] -> probabilities [B], the net in eval mode, no gradients."""
+    import torch
+
+    def score(wins: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = []
+            for i in range(0, len(wins), 512):
+                out.append(torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(wins[i:i + 512])))).numpy())
+            return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    return score
+
+
+def scores_of(score: Callable, x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    starts = window_starts(len(x), window, hop)
+    if not len(starts):
+        return np.zeros(0, dtype=np.float32)
+    wins = np.lib.stride_tricks.sliding_window_view(x, window)[::hop][: len(starts)]
+    return np.asarray(score(wins), dtype=np.float32)
+
+
+def detect(score: Callable, det_spec, threshold: float, x: np.ndarray) -> list:
+    """SnapEvents of the listener's SnapPipeline over model-rate audio (gesture events dropped)."""
+    from snap_mqtt.events import SnapEvent
+    from snap_mqtt.pipeline import DetectionParams, SnapPipeline
+
+    pipe = SnapPipeline(score, DetectionParams(threshold=threshold), input_rate=det_spec.sample_rate,
+                        spec=det_spec)
+    events = pipe.process(x) + pipe.flush()
+    return [e for e in events if isinstance(e, SnapEvent)]
+
+
+def mine_hard_negatives(score: Callable, det_spec, threshold: float, room: list[np.ndarray],
+                        near_miss: float = 0.5) -> tuple[list[tuple[int, int]], int]:
+    """Windows (recording index, start sample) where the pipeline fires on room audio at
+    `threshold * near_miss`, and how many of those events reach `threshold` itself (the real
+    false triggers)."""
+    w = det_spec.window_samples
+    found: list[tuple[int, int]] = []
+    real = 0
+    for i, x in enumerate(room):
+        for e in detect(score, det_spec, max(0.01, threshold * near_miss), x):
+            end = int(round(e.detected_at * det_spec.sample_rate))
+            found.append((i, max(0, end - w)))
+            real += e.confidence >= threshold
+    return found, int(real)
+
+
+# ---------------------------------------------------------------------------------------------
+# before / after on held-back clips
+
+
+def heldout_figures(score: Callable, det_spec, threshold: float, user: UserClips) -> dict:
+    """What the listener would do on the held-back clips with this model and threshold."""
+    rate = det_spec.sample_rate
+    found = 0
+    peaks = []
+    for s in user.snaps_held:
+        ev = detect(score, det_spec, threshold, s.samples)
+        found += any(abs(e.time - s.onset / rate) <= MATCH_S for e in ev)
+        peaks.append(positive_peak(scores_of(score, s.samples, det_spec.window_samples, det_spec.hop_samples),
+                                   s.onset, det_spec.window_samples, det_spec.hop_samples,
+                                   det_spec.onset_min_samples, det_spec.onset_max_samples))
+    ft = sum(len(detect(score, det_spec, threshold, x)) for x in user.room_held)
+    hours = user.room_seconds(rate, held=True) / 3600
+    return {"threshold": round(threshold, 4), "snaps_found": int(found), "snaps": len(user.snaps_held),
+            "snap_recall": round(found / len(user.snaps_held), 4) if user.snaps_held else None,
+            "mean_snap_score": round(float(np.mean(peaks)), 4) if peaks else None,
+            "false_triggers": int(ft), "room_seconds": round(hours * 3600, 1),
+            "false_triggers_per_hour": round(ft / hours, 1) if hours else None}
+
+
+def window_metrics(score: Callable, wins: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 of windows at a threshold (the shipped data's test windows)."""
+    p = np.asarray(score(wins)) >= threshold
+    y = labels.astype(bool)
+    tp, fp, fn = int((p & y).sum()), int((p & ~y).sum()), int((~p & y).sum())
+    prec = tp / (tp + fp) if tp + fp else 1.0
+    rec = tp / (tp + fn) if tp + fn else 1.0
+    return {"precision": round(prec, 4), "recall": round(rec, 4),
+            "f1": round(2 * prec * rec / (prec + rec), 4) if prec + rec else 0.0, "windows": int(len(y))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the shipped data (a sample of it)
+
+
+def load_shipped(data: Path, rate: int, n_clips: int, seed: int):
+    """A ClipBank with a sample of the shipped data's training clips and backgrounds (for replay)
+    and of its test clips (for the before/after check), or None when `data` is missing."""
+    from trainer.data import load_clip_bank, scan_data
+
+    if not data.is_dir():
+        log.warning("%s: shipped training data not found; fine-tuning on your clips alone "
+                    "(the model may forget some of what it knew): pass --data", data)
+        return None
+    df = scan_data(data)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for label, split, n in (("snap", "train", n_clips), ("no_snap", "train", n_clips),
+                            ("snap", "test", n_clips // 2), ("no_snap", "test", n_clips // 2),
+                            ("background", "train", max(8, n_clips // 12))):
+        sub = df[(df["label"] == label) & (df["split"] == split)]
+        if len(sub) > n:
+            sub = sub.iloc[np.sort(rng.choice(len(sub), n, replace=False))]
+        parts.append(sub)
+    import pandas as pd
+
+    manifest = pd.concat(parts, ignore_index=True)
+    return load_clip_bank(manifest, data, rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning
+
+
+@dataclass
+class TuneConfig:
+    steps: int = 400
+    batch: int = 64
+    lr: float = 5e-4
+    l2sp: float = 1e-3  # pull towards the base weights (forget nothing)
+    p_user: float = 0.5
+    p_hard: float = 0.2  # the rest: shipped data
+    seed: int = 0
+
+
+class BatchMaker:
+    """Batches of (windows [B, W], labels [B]) mixed from the user's sampler, the mined hard
+    negatives and the shipped data's sampler."""
+
+    def __init__(self, user_sampler, shipped_sampler, room: list[np.ndarray], window: int, hop: int,
+                 cfg: TuneConfig):
+        self.user, self.shipped, self.room = user_sampler, shipped_sampler, room
+        self.window, self.hop, self.cfg = window, hop, cfg
+        self.hard: list[tuple[int, int]] = []
+
+    def _hard(self, rng: np.random.Generator) -> np.ndarray:
+        from trainer import augment as aug
+
+        i, start = self.hard[int(rng.integers(len(self.hard)))]
+        x = self.room[i]
+        s = int(np.clip(start + rng.integers(-2 * self.hop, 2 * self.hop + 1), 0, max(0, len(x) - self.window)))
+        w = x[s: s + self.window]
+        if len(w) < self.window:
+            w = np.pad(w, (0, self.window - len(w)))
+        return aug.random_gain(w, rng, -6.0, 6.0)
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(self.cfg.batch):
+            r = rng.random()
+            if r < self.cfg.p_hard and self.hard:
+                xs.append(self._hard(rng))
+                ys.append(0.0)
+                continue
+            sampler = self.user if (r < self.cfg.p_hard + self.cfg.p_user or self.shipped is None) else self.shipped
+            x, y, _ = sampler.draw(rng)
+            xs.append(x)
+            ys.append(float(y))
+        return np.stack(xs).astype(np.float32), np.asarray(ys, dtype=np.float32)
+
+
+def fine_tune(net, batches: BatchMaker, cfg: TuneConfig, remine: Callable[[Any], None] | None = None,
+              progress: bool = True) -> list[float]:
+    """Adam on BCE, BatchNorm statistics frozen (eval mode), an L2 pull to the starting weights.
+    `remine(net)` is called halfway to refresh the hard negatives with the model being trained."""
+    import torch
+    from torch.nn import functional as F
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 7])
+    base = [p.detach().clone() for p in net.parameters()]
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    net.eval()  # frozen BatchNorm statistics: a few hundred windows must not re-estimate them
+    losses: list[float] = []
+    bar = tqdm(range(cfg.steps), desc="fine-tuning", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        if remine is not None and step == cfg.steps // 2:
+            remine(net)
+        x, y = batches(rng)
+        logits = net(torch.from_numpy(x))
+        loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y))
+        reg = sum(((p - b) ** 2).sum() for p, b in zip(params, base))
+        opt.zero_grad()
+        (loss + cfg.l2sp * reg).backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole enrollment
+
+
+@dataclass
+class EnrollResult:
+    path: Path
+    threshold: float
+    before: dict
+    after: dict
+    shipped_before: dict | None
+    shipped_after: dict | None
+    seconds: float
+    enrollment: dict
+
+
+def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConfig = TuneConfig(),
+           holdout: float = 0.2, target_per_hour: float = 0.5, shipped_clips: int = 300,
+           overwrite: bool = False, progress: bool = True) -> EnrollResult:
+    import torch
+
+    from snap_mqtt.detector import WindowSpec as DetSpec
+    from snap_mqtt.model_file import default_model_path
+    from trainer.cli import UsageError
+    from trainer.data import ClipBank, MixConfig, WindowSampler, fixed_windows
+    from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
+
+    t0 = time.monotonic()
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out}: exists; enroll never overwrites a model (choose another --out, or --force)")
+    if out.resolve() == base.resolve():
+        raise UsageError(f"{out}: is the base model itself; write the enrolled model to another file")
+    net, meta = load_trainable(base)
+    spec = window_spec_of(meta)
+    rate, w, hop = meta.sample_rate, meta.window_samples, meta.hop_samples
+    det_spec = DetSpec.from_metadata(meta)
+    merge = max(1, int(round(0.15 * rate / hop)))  # the detector's refractory time, in windows
+
+    say = print if progress else (lambda *a, **k: None)
+    user = load_user_dir(folder, rate, holdout)
+    say(f"your clips: {len(user.snaps_train)} snaps to learn + {len(user.snaps_held)} held back, "
+        f"{user.room_seconds(rate):.0f} s of room audio + {user.room_seconds(rate, True):.0f} s held back"
+        + (f", {len(user.skipped)} files skipped" if user.skipped else ""))
+    shipped = load_shipped(data, rate, shipped_clips, cfg.seed) if data is not None else None
+
+    base_score = make_scorer(net)
+    # hard negatives: the listener's pipeline with the base model over the user's room audio
+    hard, base_false = mine_hard_negatives(base_score, det_spec, meta.threshold, user.room_train)
+    say(f"base model: {base_false} false triggers on your room audio ({len(hard)} windows mined incl. near misses)")
+
+    # samplers: the trainer's own, over the user's clips (beds = the user's room) and the shipped data
+    ubank = ClipBank(sample_rate=rate)
+    ubank.snaps["train"] = user.snaps_train or user.snaps_held
+    ubank.no_snaps["train"] = user.room_train
+    if shipped is not None:
+        ubank.backgrounds["train"] = shipped.backgrounds["train"]
+        ubank.background_kinds["train"] = shipped.background_kinds["train"]
+    user_mix = MixConfig(p_positive=0.55, p_background_mix=0.3, snr_db=(5.0, 30.0), gain_db=(-12.0, 6.0))
+    user_sampler = WindowSampler(ubank, "train", spec, user_mix)
+    shipped_sampler = WindowSampler(shipped, "train", spec, MixConfig()) if shipped is not None else None
+    test_wins = None
+    if shipped is not None and shipped.snaps["test"] and shipped.no_snaps["test"]:
+        test_sampler = WindowSampler(shipped, "test", spec, MixConfig(augment=False))
+        test_wins = fixed_windows(test_sampler, 400, seed=1234)[:2]
+
+    # before: the base model on the held-back clips (and the shipped test windows)
+    before = heldout_figures(base_score, det_spec, meta.threshold, user)
+    shipped_before = window_metrics(base_score, *test_wins, meta.threshold) if test_wins else None
+
+    batches = BatchMaker(user_sampler, shipped_sampler, user.room_train, w, hop, cfg)
+    batches.hard = list(hard)
+
+    def remine(current) -> None:
+        more, _ = mine_hard_negatives(make_scorer(current), det_spec, meta.threshold, user.room_train)
+        batches.hard = list(dict.fromkeys(batches.hard + more))
+        current.eval()
+
+    torch.manual_seed(cfg.seed)
+    losses = fine_tune(net, batches, cfg, remine=remine, progress=progress)
+
+    # threshold: calibrated on the held-back clips
+    score = make_scorer(net)
+    peaks = [positive_peak(scores_of(score, s.samples, w, hop), s.onset, w, hop, spec.onset_min, spec.onset_max)
+             for s in user.snaps_held]
+    negs = [scores_of(score, x, w, hop) for x in user.room_held]
+    cal = calibrate_threshold(peaks, negs, user.room_seconds(rate, True) / 3600, target_per_hour, merge,
+                              fallback=meta.threshold)
+    if cal.note:
+        log.warning("threshold: %s", cal.note)
+    after = heldout_figures(score, det_spec, cal.threshold, user)
+    shipped_after = window_metrics(score, *test_wins, cal.threshold) if test_wins else None
+    seconds = time.monotonic() - t0
+
+    base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    default = default_model_path()
+    enrollment = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "folder": str(folder),
+        "base_model": base.name if base.resolve() != default.resolve() else f"default ({base.name})",
+        "base_sha256": base_sha,
+        "base_threshold": meta.threshold,
+        "threshold": cal.threshold,
+        "target_false_triggers_per_hour": target_per_hour,
+        "threshold_calibration": asdict(cal),
+        "clips": user.summary(rate),
+        "hard_negatives": {"base_false_triggers": base_false, "mined_windows": len(batches.hard)},
+        "shipped_data": None if shipped is None else {
+            "path": str(data), "train_snap": len(shipped.snaps["train"]), "train_no_snap": len(shipped.no_snaps["train"]),
+            "train_background_files": len(shipped.backgrounds["train"])},
+        "fine_tuning": {**asdict(cfg), "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None},
+        "before": before, "after": after,
+        "shipped_test_windows": {"before": shipped_before, "after": shipped_after},
+        "seconds": round(seconds, 1),
+    }
+    new_meta = build_metadata(net.cfg, spec, hop, cal.threshold, data=meta.data, test_metrics=meta.test_metrics,
+                              enrollment=enrollment,
+                              extra={"base_extra": {k: v for k, v in meta.extra.items()
+                                                    if k not in ("model_config", "window_spec")}})
+    export_model(net, new_meta, out, overwrite=overwrite)
+    return EnrollResult(out, cal.threshold, before, after, shipped_before, shipped_after, seconds, enrollment)
+
+
+def format_table(r: EnrollResult) -> str:
+    def f(d: dict | None, k: str, fmt: str = "{}") -> str:
+        return "-" if d is None or d.get(k) is None else fmt.format(d[k])
+
+    b, a = r.before, r.after
+    rows = [
+        ("", "base", "enrolled"),
+        ("threshold", f(b, "threshold", "{:.3f}"), f(a, "threshold", "{:.3f}")),
+        (f"held-back snaps found (of {b['snaps']})", f(b, "snaps_found"), f(a, "snaps_found")),
+        ("mean score of held-back snaps", f(b, "mean_snap_score", "{:.3f}"), f(a, "mean_snap_score", "{:.3f}")),
+        (f"false triggers in {b['room_seconds']:.0f} s of held-back room audio", f(b, "false_triggers"),
+         f(a, "false_triggers")),
+    ]
+    if r.shipped_before:
+        rows.append(("shipped test windows: F1", f(r.shipped_before, "f1", "{:.3f}"), f(r.shipped_after, "f1", "{:.3f}")))
+    w0 = max(len(x[0]) for x in rows)
+    return "\n".join(f"{x[0]:<{w0}}  {x[1]:>8}  {x[2]:>8}" for x in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="your recordings: DIR/snap and DIR/no_snap (any rate, any length)")
+    parser.add_argument("--out", type=Path, required=True, help="the new model file (never overwritten without --force)")
+    parser.add_argument("--base", type=Path, default=None, help="model to start from (default: the shipped default model)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="shipped training data, mixed in so the model forgets nothing (default ../shared/data)")
+    parser.add_argument("--steps", type=int, default=TuneConfig.steps, help="fine-tuning steps (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=TuneConfig.batch, help="windows per step (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=TuneConfig.lr, help="learning rate (default %(default)s)")
+    parser.add_argument("--target-fph", type=float, default=0.5,
+                        help="false triggers per hour allowed on your held-back room audio when calibrating the threshold")
+    parser.add_argument("--holdout", type=float, default=0.2, help="share of your clips held back (default %(default)s)")
+    parser.add_argument("--shipped-clips", type=int, default=300,
+                        help="shipped training clips per class mixed in (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from snap_mqtt.model_file import default_model_path
+    from trainer.cli import UsageError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.dir.is_dir():
+        raise UsageError(f"{args.dir}: no such folder (expected DIR/snap and DIR/no_snap)")
+    if args.steps < 1 or args.batch < 2 or not 0 <= args.holdout < 0.9 or args.target_fph < 0:
+        raise UsageError("--steps >= 1, --batch >= 2, 0 <= --holdout < 0.9 and --target-fph >= 0, please")
+    base = args.base or default_model_path()
+    cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
+               shipped_clips=args.shipped_clips, overwrite=args.force)
+    print(format_table(r))
+    print(f"wrote {r.path} (threshold {r.threshold:.3f}) in {r.seconds:.0f} s; use it with "
+          f"`snap-mqtt listen --model {r.path}` or SNAP_MODEL_PATH={r.path}")
+    return 0
