@@ -1,0 +1,517 @@
+"""`snap-train evaluate`: event-level evaluation of a model on scenes and negatives.
+
+Runs the very `SnapPipeline` the listener runs (streaming resampler, detector, gesture counter),
+fed in blocks as a sound card would, over every scene and negative recording built by
+`snap-train scenes`, and reports snap precision/recall/F1 (one-to-one matching within 150 ms), the
+median onset error, exact gesture counts with a confusion table, false snaps and false gestures per
+hour on the negatives (with a 95 % upper bound), per kind of background and per sample rate,
+recall by SNR band, and a threshold sweep (PNG). The seed's approach and a transient detector are
+scored in the same run by the same code (trainer/baselines.py).
+
+The threshold sweep replays the model's window probabilities recorded on the first pass: the
+windows a detector scores do not depend on the threshold, so every other threshold runs the whole
+pipeline again without paying for the network again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.metrics import (
+    Gesture,
+    GestureScore,
+    Rate,
+    SnapScore,
+    SweepPoint,
+    best_threshold,
+    recall_by_band,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+TRANSIENT_SWEEP_DB = (8.0, 12.0, 15.0, 18.0, 22.0, 26.0, 30.0, 36.0, 42.0)
+TARGETS = {"snap_f1": 0.95, "exact_count_share": 0.90, "false_gestures_per_hour": 0.5,
+           "false_snaps_per_hour": 3.0}
+
+
+@dataclass
+class Recording:
+    file: Path
+    role: str  # "scene" or "negative"
+    kind: str
+    sample_rate: int
+    seconds: float
+    snaps: list[float] = field(default_factory=list)
+    snrs: list[float] = field(default_factory=list)
+    gestures: list[Gesture] = field(default_factory=list)
+
+
+@dataclass
+class Detections:
+    """What one detector reported on one recording."""
+
+    snaps: list[float]
+    gestures: list[Gesture]
+    delays: list[float] = field(default_factory=list)  # detected_at - onset (audio time), per snap
+
+
+def load_recordings(scenes_dir: Path) -> list[Recording]:
+    from trainer.scenes import load_index
+
+    index = load_index(scenes_dir)
+    recs = []
+    for s in index["scenes"]:
+        recs.append(Recording(scenes_dir / s["file"], "scene", s["kind"], int(s["sample_rate"]), float(s["seconds"]),
+                              [float(p["time"]) for p in s["snaps"]], [float(p["snr_db"]) for p in s["snaps"]],
+                              [Gesture.of(g["snaps"], g["count"]) for g in s["gestures"]]))
+    for n in index["negatives"]:
+        recs.append(Recording(scenes_dir / n["file"], "negative", n["kind"], int(n["sample_rate"]), float(n["seconds"])))
+    return recs
+
+
+# ---------------------------------------------------------------------------------------------
+# our detector: the listener's SnapPipeline, with recorded / replayed window probabilities
+
+class RecordingScorer:
+    """Scores windows with the model and keeps every batch's probabilities, in call order."""
+
+    def __init__(self, model: Any):
+        import torch
+
+        self._torch = torch
+        self.model = model
+        self.calls: list[np.ndarray] = []
+        self.cpu_seconds = 0.0
+
+    def __call__(self, wins: np.ndarray) -> np.ndarray:
+        t0 = time.process_time()
+        p = self.model.predict(self._torch.from_numpy(np.array(wins))).float().numpy()
+        self.cpu_seconds += time.process_time() - t0
+        self.calls.append(p)
+        return p
+
+
+class ReplayScorer:
+    def __init__(self, calls: list[np.ndarray]):
+        self.calls, self.i = calls, 0
+
+    def __call__(self, wins: np.ndarray) -> np.ndarray:
+        p = self.calls[self.i]
+        if len(p) != len(wins):
+            raise RuntimeError("replayed scores do not match the windows (chunking changed between passes)")
+        self.i += 1
+        return p
+
+
+def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: int,
+                 block_seconds: float = 0.1) -> Detections:
+    from snap_mqtt.events import GestureEvent, SnapEvent
+    from snap_mqtt.pipeline import DetectionParams, SnapPipeline
+
+    pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold), input_rate=rate, spec=spec)
+    events = []
+    step = max(1, int(block_seconds * rate))
+    for i in range(0, len(x), step):
+        events.extend(pipe.process(x[i:i + step]))
+    events.extend(pipe.flush())
+    snaps = [e for e in events if isinstance(e, SnapEvent)]
+    gestures = [e for e in events if isinstance(e, GestureEvent)]
+    return Detections([s.time for s in snaps], [Gesture.of([s.time for s in g.snaps], g.count) for g in gestures],
+                      [s.detected_at - s.time for s in snaps])
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring (shared by every detector)
+
+def score(recs: list[Recording], dets: list[Detections]) -> dict:
+    """Overall, per-kind and per-rate figures for one detector at one setting."""
+    def block(sel: list[int]) -> dict:
+        s, g = SnapScore(), GestureScore()
+        fs = fg = 0
+        hours = 0.0
+        hits: list[bool] = []
+        snrs: list[float] = []
+        delays: list[float] = []
+        for i in sel:
+            r, d = recs[i], dets[i]
+            if r.role == "scene":
+                m = s.add(r.snaps, d.snaps)
+                g.add(r.gestures, d.gestures)
+                matched = {a for a, _ in m.pairs}
+                hits.extend(k in matched for k in range(len(r.snaps)))
+                snrs.extend(r.snrs)
+                delays.extend(d.delays[j] for _, j in m.pairs if j < len(d.delays))
+            else:
+                fs += len(d.snaps)
+                fg += len(d.gestures)
+                hours += r.seconds / 3600
+        out: dict[str, Any] = {}
+        if any(recs[i].role == "scene" for i in sel):
+            out["snaps"] = s.summary()
+            out["gestures"] = g.summary()
+            out["recall_by_snr_db"] = recall_by_band(snrs, hits)
+            if delays:
+                out["decision_delay_ms"] = {"p50": float(np.percentile(delays, 50) * 1000),
+                                            "p95": float(np.percentile(delays, 95) * 1000)}
+        if hours > 0:
+            out["negatives"] = {"hours": hours, "false_snaps": Rate(fs, hours).summary(),
+                                "false_gestures": Rate(fg, hours).summary()}
+        return out
+
+    allidx = list(range(len(recs)))
+    res = block(allidx)
+    res["by_kind"] = {k: block([i for i in allidx if recs[i].kind == k]) for k in sorted({r.kind for r in recs})}
+    res["scenes_by_rate"] = {str(rate): block([i for i in allidx if recs[i].role == "scene" and recs[i].sample_rate == rate])
+                             for rate in sorted({r.sample_rate for r in recs if r.role == "scene"})}
+    return res
+
+
+def sweep_point(threshold: float, res: dict) -> SweepPoint:
+    s, g, n = res["snaps"], res["gestures"], res.get("negatives")
+    return SweepPoint(threshold, s["precision"], s["recall"], s["f1"],
+                      n["false_snaps"]["per_hour"] if n else float("nan"),
+                      n["false_gestures"]["per_hour"] if n else float("nan"), g["exact_count_share"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the detectors
+
+def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: list[float],
+                   operating: float, block_seconds: float) -> dict:
+    from snap_mqtt.detector import WindowSpec
+
+    spec = WindowSpec.from_metadata(model.metadata)
+    recorders = []
+    t0, c0 = time.monotonic(), time.process_time()
+    ops = None
+    for i, r in enumerate(recs):
+        rec = RecordingScorer(model)
+        run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds)
+        recorders.append(rec)
+    wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    audio_s = sum(r.seconds for r in recs)
+    sweep = []
+    for t in sorted(set(thresholds) | {operating}):
+        dets = [run_pipeline(ReplayScorer(rec.calls), spec, t, audio[i], r.sample_rate, block_seconds)
+                for i, (r, rec) in enumerate(zip(recs, recorders))]
+        res = score(recs, dets)
+        sweep.append(sweep_point(t, res))
+        if t == operating:
+            ops = res
+    assert ops is not None
+    ops["threshold"] = operating
+    ops["sweep"] = [p.as_dict() for p in sweep]
+    ops["cpu_seconds_per_audio_second"] = cpu / audio_s
+    ops["model_cpu_seconds_per_audio_second"] = sum(r.cpu_seconds for r in recorders) / audio_s
+    ops["wall_seconds"] = wall
+    bt = best_threshold(sweep, TARGETS["false_gestures_per_hour"])
+    ops["best_threshold_within_false_gesture_target"] = bt.as_dict() if bt else None
+    return ops
+
+
+def evaluate_transient(recs: list[Recording], audio16: dict) -> dict:
+    from snap_mqtt.gestures import GestureCounter
+    from trainer.baselines import TransientParams, transient_onsets
+
+    def detect(jump: float) -> list[Detections]:
+        out = []
+        for i, _ in enumerate(recs):
+            times = transient_onsets(audio16[i], 16000, TransientParams(jump_db=jump))
+            out.append(Detections(times, _gestures(times, GestureCounter)))
+        return out
+
+    default = TransientParams().jump_db
+    sweep, ops = [], None
+    for jump in sorted(set(TRANSIENT_SWEEP_DB) | {default}):
+        res = score(recs, detect(jump))
+        sweep.append({**sweep_point(jump, res).as_dict(), "jump_db": jump})
+        if jump == default:
+            ops = res
+    assert ops is not None
+    ops["params"] = TransientParams().__dict__
+    ops["sweep"] = sweep
+    return ops
+
+
+def evaluate_seed(seed_model: Any, recs: list[Recording], audio44: dict) -> dict:
+    """The seed's way: non-overlapping 2 s blocks, 'snap' at confidence >= 0.65, one event in the
+    middle of a positive block (it cannot say where in the block, nor how many)."""
+    from snap_mqtt.gestures import GestureCounter
+    from trainer.baselines import SEED_BLOCK, SEED_RATE, seed_block_probs
+
+    thr = float(seed_model.metadata.threshold)
+    dets = []
+    tp = fp = fn = tn = 0
+    multi = snaps_in_pos = total_snaps = 0
+    neg_blocks_pos = 0
+    neg_hours = 0.0
+    block_s = SEED_BLOCK / SEED_RATE
+    for i, r in enumerate(recs):
+        p = seed_block_probs(seed_model, audio44[i])
+        pos = p >= thr
+        times = [(k + 0.5) * block_s for k in np.flatnonzero(pos)]
+        dets.append(Detections(times, _gestures(times, GestureCounter)))
+        if r.role == "scene":
+            snaps = np.asarray(r.snaps)
+            for k in range(len(p)):
+                n_in = int(np.sum((snaps >= k * block_s) & (snaps < (k + 1) * block_s)))
+                label = n_in > 0
+                tp += int(label and pos[k])
+                fp += int(pos[k] and not label)
+                fn += int(label and not pos[k])
+                tn += int(not label and not pos[k])
+                multi += int(n_in > 1)
+                total_snaps += n_in
+                snaps_in_pos += n_in if pos[k] else 0
+        else:
+            neg_blocks_pos += int(pos.sum())
+            neg_hours += len(p) * block_s / 3600
+    res = score(recs, dets)
+    blocks = tp + fp + fn + tn
+    res["blocks"] = {
+        "block_seconds": block_s, "threshold": thr, "scene_blocks": blocks,
+        "accuracy": (tp + tn) / blocks if blocks else None,
+        "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+        "blocks_with_several_snaps": multi,
+        "share_of_snaps_in_a_positive_block": snaps_in_pos / total_snaps if total_snaps else None,
+        "negative_positive_blocks": Rate(neg_blocks_pos, neg_hours).summary() if neg_hours else None,
+    }
+    res["model"] = {"path": str(seed_model.path), **seed_model.metadata.extra}
+    return res
+
+
+def _gestures(times: list[float], counter_cls: Any, gap: float = 0.6, max_count: int = 3) -> list[Gesture]:
+    """Offline gesture counting with the listener's GestureCounter."""
+    from snap_mqtt.events import SnapEvent
+
+    c = counter_cls(gap, max_count)
+    out = []
+    for t in sorted(times):
+        _, closed = c.add(SnapEvent(time=t, confidence=1.0, detected_at=t))
+        out.extend(closed)
+    out.extend(c.flush())
+    return [Gesture.of([s.time for s in g.snaps], g.count) for g in out]
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
+
+
+def format_report(result: dict) -> str:
+    lines = []
+    ds = result["dataset"]
+    lines.append(f"scenes: {ds['scenes']} ({ds['scene_hours']:.3f} h, {ds['snaps']} snaps, {ds['gestures']} gestures); "
+                 f"negatives: {ds['negative_hours']:.3f} h")
+    hdr = (f"{'detector':<22}{'P':>7}{'R':>7}{'F1':>7}{'onset ms':>10}{'exact cnt':>11}"
+           f"{'FS/h':>8}{'(95%ub)':>9}{'FG/h':>8}{'(95%ub)':>9}")
+    lines += ["", hdr, "-" * len(hdr)]
+    for name, res in result["detectors"].items():
+        s, g, n = res["snaps"], res["gestures"], res.get("negatives")
+        lines.append(
+            f"{name:<22}{_f(s['precision']):>7}{_f(s['recall']):>7}{_f(s['f1']):>7}"
+            f"{_f(s['median_abs_onset_error_ms'], '.1f'):>10}{_f(g['exact_count_share']):>11}"
+            f"{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>8}{_f(n['false_snaps']['upper95_per_hour'] if n else None, '.1f'):>9}"
+            f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>8}{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
+    ours = result["detectors"].get("ours")
+    if ours:
+        lines += ["", f"ours by kind of background (threshold {ours['threshold']:.2f}):",
+                  f"{'kind':<12}{'snaps':>6}{'R':>7}{'P':>7}{'exact':>7}{'neg h':>8}{'FS/h':>7}{'FG/h':>7}{'FG/h ub':>9}"]
+        for kind, r in ours["by_kind"].items():
+            s, g, n = r.get("snaps"), r.get("gestures"), r.get("negatives")
+            lines.append(f"{kind:<12}{(s['tp'] + s['fn']) if s else 0:>6}{_f(s['recall'] if s else None):>7}"
+                         f"{_f(s['precision'] if s else None):>7}{_f(g['exact_count_share'] if g else None):>7}"
+                         f"{_f(n['hours'] if n else None):>8}{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>7}"
+                         f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>7}"
+                         f"{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
+        lines.append("scenes by sample rate: " + ", ".join(
+            f"{rate} Hz R {_f(r['snaps']['recall'])} P {_f(r['snaps']['precision'])}" for rate, r in ours["scenes_by_rate"].items()))
+        lines.append("recall by local SNR (dB): " + ", ".join(
+            f"{b} {_f(v['recall'])} (n={v['snaps']})" for b, v in ours["recall_by_snr_db"].items()))
+        lines.append(f"gesture counts (true -> reported): {json.dumps(ours['gestures']['confusion'])}")
+        if "decision_delay_ms" in ours:
+            lines.append(f"decision delay, onset -> event in audio time: p50 {ours['decision_delay_ms']['p50']:.0f} ms, "
+                         f"p95 {ours['decision_delay_ms']['p95']:.0f} ms")
+        lines.append(f"CPU: {ours['cpu_seconds_per_audio_second']:.4f} s per audio second (pipeline, "
+                     f"model {ours['model_cpu_seconds_per_audio_second']:.4f})")
+        lines.append("sweep (threshold: R / P / FG/h): " + "  ".join(
+            f"{p['threshold']:.2f}: {p['recall']:.3f}/{p['precision']:.3f}/{p['false_gestures_per_hour']:.1f}" for p in ours["sweep"]))
+    seed = result["detectors"].get("seed (2 s blocks)")
+    if seed:
+        b = seed["blocks"]
+        lines += ["", f"seed, block level (2 s blocks, confidence >= {b['threshold']}): accuracy {_f(b['accuracy'])}, "
+                      f"precision {_f(b['precision'])}, recall {_f(b['recall'])}; {b['blocks_with_several_snaps']} blocks "
+                      f"hold 2-3 snaps it cannot count; snaps inside a positive block {_f(b['share_of_snaps_in_a_positive_block'])}"]
+    if result.get("targets"):
+        lines += ["", "targets: " + ", ".join(f"{k} {'met' if v['met'] else 'MISSED'} ({_f(v['value'])} vs {v['target']})"
+                                               for k, v in result["targets"].items())]
+    return "\n".join(lines)
+
+
+def check_targets(ours: dict) -> dict:
+    n = ours.get("negatives")
+    vals = {"snap_f1": (ours["snaps"]["f1"], ">="), "exact_count_share": (ours["gestures"]["exact_count_share"], ">="),
+            "false_gestures_per_hour": (n["false_gestures"]["per_hour"] if n else None, "<="),
+            "false_snaps_per_hour": (n["false_snaps"]["per_hour"] if n else None, "<=")}
+    out = {}
+    for k, (v, op) in vals.items():
+        t = TARGETS[k]
+        met = v is not None and (v >= t if op == ">=" else v <= t)
+        out[k] = {"value": v, "target": t, "op": op, "met": met}
+    if n:
+        # with little negative audio a zero count proves little: say whether the bound proves the target
+        for k in ("false_gestures", "false_snaps"):
+            key = f"{k}_per_hour"
+            out[key]["upper95"] = n[k]["upper95_per_hour"]
+            out[key]["proven_at_95"] = n[k]["upper95_per_hour"] <= TARGETS[key]
+    return out
+
+
+def plot_sweep(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    det = result["detectors"]
+    for name, style, key in (("ours", "o-", "threshold"), ("transient", "s--", "jump_db")):
+        if name not in det:
+            continue
+        pts = [p for p in det[name]["sweep"] if not np.isnan(p["false_gestures_per_hour"])]
+        xs = [max(p["false_gestures_per_hour"], 0.05) for p in pts]
+        ys = [p["recall"] for p in pts]
+        ax.plot(xs, ys, style, label=f"{name} (labels: {key})")
+        for p, x, y in zip(pts, xs, ys):
+            ax.annotate(f"{p[key]:.3g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    seed = det.get("seed (2 s blocks)")
+    if seed and seed.get("negatives"):
+        ax.plot([max(seed["negatives"]["false_gestures"]["per_hour"], 0.05)], [seed["snaps"]["recall"]], "r^",
+                label="seed, 2 s blocks (event level)")
+        ax.plot([max(seed["negatives"]["false_gestures"]["per_hour"], 0.05)],
+                [seed["blocks"]["share_of_snaps_in_a_positive_block"] or 0], "rv", mfc="none",
+                label="seed: snaps inside a positive block")
+    ax.axvline(TARGETS["false_gestures_per_hour"], color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"false gestures per hour on negatives ({result['dataset']['negative_hours']:.2f} h; 0 drawn at 0.05)")
+    ax.set_ylabel("snap recall on scenes")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Threshold sweep: {Path(result['model']['path']).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None, help="model file (default: the shipped default model)")
+    parser.add_argument("--scenes", type=Path, required=True, help="folder built by `snap-train scenes`")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="new folder for evaluation.json, report.txt and sweep.png (default: SCENES/eval-<model>)")
+    parser.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
+    parser.add_argument("--sweep", default=",".join(str(t) for t in DEFAULT_SWEEP), help="thresholds to sweep")
+    parser.add_argument("--baselines", default="seed,transient", help="comma list of seed, transient, or 'none'")
+    parser.add_argument("--seed-model", type=Path, default=None,
+                        help="the seed baseline's model file (trained into OUT/seed-baseline.pt from --data if absent)")
+    parser.add_argument("--data", type=Path, default=None, help="data folder to train the seed baseline on (train part)")
+    parser.add_argument("--block-seconds", type=float, default=0.1, help="audio block size fed to the pipeline")
+
+
+def _new_dir(p: Path) -> Path:
+    """`p`, or p-2, p-3...: an earlier evaluation is never overwritten."""
+    k, q = 1, p
+    while q.exists() and any(q.iterdir()):
+        k += 1
+        q = p.with_name(f"{p.name}-{k}")
+    return q
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from snap_mqtt.audio_io import read_audio
+    from snap_mqtt.model_file import default_model_path, load_model
+    from trainer.cli import UsageError
+
+    torch.set_num_threads(1)
+    model = load_model(args.model or default_model_path())
+    recs = load_recordings(args.scenes)
+    if not any(r.role == "scene" for r in recs):
+        raise UsageError(f"{args.scenes}: the scenes index lists no scene")
+    try:
+        thresholds = [float(t) for t in str(args.sweep).split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--sweep {args.sweep!r}: expected comma-separated thresholds") from None
+    if any(not 0 < t < 1 for t in thresholds):
+        raise UsageError("--sweep: thresholds must lie in (0, 1)")
+    operating = float(args.threshold if args.threshold is not None else model.metadata.threshold)
+    if not 0 < operating < 1:
+        raise UsageError(f"--threshold {operating}: must lie in (0, 1)")
+    wanted = {b.strip() for b in str(args.baselines).split(",") if b.strip() and b.strip() != "none"}
+    if wanted - {"seed", "transient"}:
+        raise UsageError(f"--baselines: unknown {', '.join(sorted(wanted - {'seed', 'transient'}))} (seed, transient, none)")
+    out = _new_dir(args.out or args.scenes / f"eval-{model.path.stem}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    audio = {i: read_audio(r.file).samples for i, r in enumerate(recs)}
+    for i, r in enumerate(recs):
+        if abs(len(audio[i]) / r.sample_rate - r.seconds) > 0.01:
+            raise UsageError(f"{r.file}: {len(audio[i]) / r.sample_rate:.2f} s of audio, the index says {r.seconds:.2f} s")
+    result: dict[str, Any] = {
+        "model": {"path": str(model.path), "threshold": operating, "sample_rate": model.metadata.sample_rate,
+                  "window_samples": model.metadata.window_samples, "hop_samples": model.metadata.hop_samples,
+                  "trainer_version": model.metadata.trainer_version},
+        "scenes_dir": str(args.scenes),
+        "dataset": {"scenes": sum(r.role == "scene" for r in recs),
+                    "scene_hours": sum(r.seconds for r in recs if r.role == "scene") / 3600,
+                    "snaps": sum(len(r.snaps) for r in recs), "gestures": sum(len(r.gestures) for r in recs),
+                    "negative_hours": sum(r.seconds for r in recs if r.role == "negative") / 3600,
+                    "negative_kinds": sorted({r.kind for r in recs if r.role == "negative"})},
+        "detectors": {},
+    }
+    log.info("evaluating %s on %d recordings", model.path, len(recs))
+    result["detectors"]["ours"] = evaluate_model(model, recs, audio, thresholds, operating, args.block_seconds)
+    result["targets"] = check_targets(result["detectors"]["ours"])
+    if "transient" in wanted:
+        audio16 = {i: read_audio(r.file, 16000).samples for i, r in enumerate(recs)}
+        result["detectors"]["transient"] = evaluate_transient(recs, audio16)
+        del audio16
+    if "seed" in wanted:
+        seed_path = args.seed_model or out / "seed-baseline.pt"
+        if not seed_path.exists():
+            if args.data is None:
+                print(f"seed baseline skipped: {seed_path} does not exist and no --data to train it on")
+                seed_path = None
+            else:
+                from trainer.baselines import train_seed
+
+                log.info("training the seed baseline into %s", seed_path)
+                train_seed(args.data, seed_path)
+        if seed_path is not None:
+            from trainer.baselines import SEED_RATE
+
+            audio44 = {i: read_audio(r.file, SEED_RATE).samples for i, r in enumerate(recs)}
+            result["detectors"]["seed (2 s blocks)"] = evaluate_seed(load_model(seed_path), recs, audio44)
+            del audio44
+    report = format_report(result)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / "report.txt").write_text(report + "\n")
+    plot_sweep(result, out / "sweep.png")
+    print(report)
+    print(f"\nwritten: {out / 'evaluation.json'}, {out / 'report.txt'}, {out / 'sweep.png'}")
+    return 0
