@@ -1,0 +1,242 @@
+"""Detector: windows, peak picking, refractory, latency, chunk-size invariance; constructed
+probability sequences, synthetic clicks, real snap clips and the real model file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from synth_audio import RATE, SPEC, TableScorer, ideal_scorer, real_snap_scene, scene
+
+from snap_mqtt.detector import MAX_BATCH, Detector, WindowSpec
+from snap_mqtt.model_file import ModelMetadata, default_model_path, load_model, save_model
+
+ROOT = Path(__file__).resolve().parent.parent
+HOP, WIN = SPEC.hop_samples, SPEC.window_samples
+
+
+def push_in_chunks(det: Detector, x: np.ndarray, sizes) -> list:
+    """Feed x in blocks whose sizes cycle through `sizes`."""
+    out, i, k = [], 0, 0
+    sizes = list(sizes)
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        out += det.push(x[i: i + n])
+        i += n
+        k += 1
+    return out
+
+
+def key(events) -> list[tuple]:
+    return [(e.time, e.confidence, e.detected_at) for e in events]
+
+
+def noise(seconds: float, seed: int = 3) -> np.ndarray:
+    return (0.01 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+# -- constructed probability sequences ---------------------------------------------------------------
+
+def test_windows_are_aligned_to_the_hop_and_scored_in_one_batch_per_block():
+    x = noise(2.0)
+    sc = TableScorer(x, {})
+    det = Detector(sc, spec=SPEC)
+    det.push(x[:WIN - 1])
+    assert sc.calls == []  # no window complete yet
+    det.push(x[WIN - 1: WIN])
+    assert sc.calls == [1]
+    det.push(x[WIN: WIN + 10 * HOP + 5])
+    assert sc.calls == [1, 10]  # ten windows completed by one block: one forward call
+    assert det.samples_seen == WIN + 10 * HOP + 5
+
+
+def test_a_long_block_is_scored_in_bounded_batches():
+    x = noise(8.0)
+    sc = TableScorer(x, {})
+    Detector(sc, spec=SPEC).push(x)
+    n = (len(x) - WIN) // HOP + 1
+    assert sum(sc.calls) == n and max(sc.calls) <= MAX_BATCH and len(sc.calls) == -(-n // MAX_BATCH)
+
+
+def test_a_run_of_positive_windows_is_one_event_fired_on_its_first_window():
+    x = noise(3.0)
+    start = 40 * HOP
+    probs = {start + i * HOP: p for i, p in enumerate([0.6, 0.8, 0.97, 0.9, 0.7, 0.55])}
+    det = Detector(TableScorer(x, probs), spec=SPEC)
+    ev = det.push(x)
+    assert len(ev) == 1
+    e = ev[0]
+    assert e.detected_at == pytest.approx((start + WIN) / RATE)  # the first positive window's end
+    assert e.confidence == pytest.approx(0.6)  # max seen so far, at the moment of firing
+    # the onset lies in that window's positive region
+    assert (start + SPEC.onset_min_samples) / RATE <= e.time <= (start + WIN) / RATE
+    assert e.timestamp  # wall clock set at creation
+
+
+def test_below_threshold_and_nan_never_fire_and_the_threshold_is_overridable():
+    x = noise(3.0)
+    probs = {50 * HOP: 0.45, 51 * HOP: float("nan"), 90 * HOP: 0.62}
+    ev = Detector(TableScorer(x, probs), spec=SPEC).push(x)
+    assert [round(e.detected_at * RATE) for e in ev] == [90 * HOP + WIN]
+    assert Detector(TableScorer(x, probs), threshold=0.7, spec=SPEC).push(x) == []
+    ev = Detector(TableScorer(x, probs), threshold=0.4, spec=SPEC).push(x)
+    assert [round(e.detected_at * RATE) for e in ev] == [50 * HOP + WIN, 90 * HOP + WIN]
+
+
+def test_separate_runs_far_apart_are_separate_events():
+    x = noise(4.0)
+    probs = {k * HOP: 0.9 for k in (20, 21, 22, 80, 81, 150)}
+    ev = Detector(TableScorer(x, probs), spec=SPEC).push(x)
+    assert [round(e.detected_at * RATE) for e in ev] == [20 * HOP + WIN, 80 * HOP + WIN, 150 * HOP + WIN]
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 1.0}, {"threshold": 0.0}, {"refractory": 0}, {"hop_samples": 0}])
+def test_bad_parameters_are_refused(bad):
+    with pytest.raises(ValueError):
+        Detector(lambda w: np.zeros(len(w)), spec=SPEC, **bad)
+
+
+def test_a_scorer_without_spec_and_a_stereo_block_are_refused():
+    with pytest.raises(TypeError):
+        Detector(lambda w: np.zeros(len(w)))
+    det = Detector(lambda w: np.zeros(len(w)), spec=SPEC)
+    with pytest.raises(ValueError, match="mono"):
+        det.push(np.zeros((100, 2), dtype=np.float32))
+
+
+# -- synthetic clicks: localisation, refractory, latency ---------------------------------------------
+
+ONSETS = [0.5, 1.0, 1.25, 2.0, 2.08, 2.8]  # 1.0/1.25: 250 ms apart (two); 2.0/2.08: inside refractory
+
+
+def test_click_onsets_are_localised_and_close_pairs_follow_the_refractory_time():
+    x = scene(ONSETS, 3.4)
+    ev = Detector(ideal_scorer(), spec=SPEC).push(x)
+    times = [e.time for e in ev]
+    assert times == pytest.approx([0.5, 1.0, 1.25, 2.0, 2.8], abs=0.003)
+
+
+def test_longer_refractory_merges_snaps_250ms_apart():
+    x = scene(ONSETS, 3.4)
+    ev = Detector(ideal_scorer(), refractory=0.3, spec=SPEC).push(x)
+    assert [round(e.time, 2) for e in ev] == [0.5, 1.0, 2.0, 2.8]
+
+
+def test_decision_comes_40_to_60_ms_after_the_onset():
+    x = scene(ONSETS, 3.4)
+    ev = Detector(ideal_scorer(), spec=SPEC).push(x)
+    lo = (WIN - SPEC.onset_max_samples) / RATE
+    for e in ev:
+        assert lo - 0.003 <= e.detected_at - e.time <= lo + HOP / RATE + 0.003
+
+
+@pytest.mark.parametrize("sizes", [[1], [2], [3], [7], [160], [319], [320], [321], [1000], [3999], [4000],
+                                   [4001], [10 ** 9], [1, 4000, 13, 320, 999]])
+def test_chunking_never_changes_the_events(sizes):
+    x = scene(ONSETS, 3.4) if sizes != [1] else scene(ONSETS[:3], 1.6)
+    ref = key(Detector(ideal_scorer(), spec=SPEC).push(x))
+    assert len(ref) >= 3
+    assert key(push_in_chunks(Detector(ideal_scorer(), spec=SPEC), x, sizes)) == ref
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(1, 4000), min_size=1, max_size=30))
+def test_random_chunking_never_changes_the_events(sizes):
+    x = scene(ONSETS, 3.4)
+    ref = key(Detector(ideal_scorer(), spec=SPEC).push(x))
+    assert key(push_in_chunks(Detector(ideal_scorer(), spec=SPEC), x, sizes)) == ref
+
+
+def test_reset_forgets_buffered_audio_and_keeps_the_clock():
+    x = scene([1.0], 1.6)
+    det = Detector(ideal_scorer(), spec=SPEC)
+    det.push(x[: int(1.02 * RATE)])  # the snap has started, no window has seen enough of it
+    det.reset(gap_samples=RATE)  # one second of audio lost
+    assert det.samples_seen == int(1.02 * RATE) + RATE
+    assert det.push(x[int(1.02 * RATE):]) == []  # no window spans the gap
+    det2 = Detector(ideal_scorer(), spec=SPEC)
+    det2.reset(gap_samples=RATE)  # a stream that starts after a second of silence
+    (e,) = det2.push(x)
+    assert e.time == pytest.approx(2.0, abs=0.003)  # times count the gap
+
+
+def test_refractory_state_is_cleared_by_reset():
+    x = scene([0.5], 1.0)
+    det = Detector(ideal_scorer(), spec=SPEC)
+    assert len(det.push(x)) == 1
+    det.reset()
+    assert len(det.push(x)) == 1  # the same audio again after a gap is a new snap
+
+
+# -- real snap recordings --------------------------------------------------------------------------
+
+def test_real_snap_clips_in_a_quiet_room_are_found_once_each_at_their_onsets():
+    x, onsets = real_snap_scene([0.6, 1.5, 1.75, 3.0, 4.2, 6.0], background=None)
+    ev = Detector(ideal_scorer(min_prominence_db=25), spec=SPEC).push(x)
+    assert [e.time for e in ev] == pytest.approx(onsets, abs=0.005)
+
+
+# -- the real model file ---------------------------------------------------------------------------
+
+class _Loud(torch.nn.Module):
+    """A real TorchScript model for plumbing tests: positive when a loud sample lies in the
+    window's onset region."""
+
+    def __init__(self, lo: int, hi: int):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x[:, self.lo: self.hi].abs().amax(dim=1) * 50.0 - 5.0)
+
+
+def _tiny_model(tmp_path: Path, **meta) -> Path:
+    fields = dict(sample_rate=16000, window_samples=4000, hop_samples=320, threshold=0.5,
+                  trainer_version="test", onset_min_samples=1440, onset_max_samples=3360)
+    fields.update(meta)
+    module = torch.jit.script(_Loud(fields["onset_min_samples"], fields["onset_max_samples"]))
+    return save_model(module, ModelMetadata(**fields), tmp_path / "tiny.pt")
+
+
+def test_window_hop_threshold_come_from_the_model_file_and_can_be_overridden(tmp_path):
+    model = load_model(_tiny_model(tmp_path, sample_rate=8000, window_samples=2000, hop_samples=160,
+                                   threshold=0.7, onset_min_samples=720, onset_max_samples=1680))
+    det = Detector(model)
+    assert (det.sample_rate, det.window, det.hop, det.threshold) == (8000, 2000, 160, 0.7)
+    det = Detector(model, threshold=0.4, hop_samples=80)
+    assert (det.hop, det.threshold) == (80, 0.4)
+    x = np.zeros(8000, dtype=np.float32)
+    x[4000:4010] = 0.5  # loud enough for the tiny model
+    ev = det.push(x)
+    assert len(ev) == 1 and 0.45 <= ev[0].time <= 0.52
+
+
+def _demo():
+    from snap_mqtt.audio_io import read_audio
+
+    truth = json.loads((ROOT / "demo" / "demo-scene.json").read_text())
+    return read_audio(ROOT / "demo" / "demo-scene.flac").samples, truth
+
+
+def test_default_model_on_the_demo_scene_finds_each_snap_once_chunking_aside():
+    model = load_model(default_model_path())
+    x, truth = _demo()
+    assert model.metadata.sample_rate == truth["sample_rate"]
+    ref = Detector(model).push(x)
+    assert [e.time for e in ref] == pytest.approx(truth["snaps"], abs=0.05)
+    for sizes in ([333], [4000], [1, 50, 7919]):
+        got = push_in_chunks(Detector(model), x, sizes)
+        assert [e.time for e in got] == [e.time for e in ref]
+        assert [e.confidence for e in got] == pytest.approx([e.confidence for e in ref], abs=1e-5)
+
+
+def test_windowspec_without_onset_region_assumes_the_whole_window():
+    meta = ModelMetadata(sample_rate=16000, window_samples=4000, hop_samples=320, threshold=0.5,
+                         trainer_version="x")
+    spec = WindowSpec.from_metadata(meta)
+    assert (spec.onset_min_samples, spec.onset_max_samples) == (0, 3999)
