@@ -1,0 +1,321 @@
+"""`snap-train train`: train a snap model on a data folder, report on it, and export it.
+
+    snap-train train --data ../shared/data --out runs/default --export models/snap-default.pt --overwrite
+
+Reusable pieces (enrollment fine-tunes with them): `prepare_data`, `fit`, `score_windows`,
+`evaluate_windows`, and `trainer.export.export_model` / `load_trainable`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.cli import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from trainer.data import ClipBank, MixConfig, WindowSampler, WindowSpec
+    from trainer.model import ModelConfig, SnapNet
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    max_epochs: int = 30
+    patience: int = 6
+    batch_size: int = 64
+    epoch_windows: int = 4096
+    val_windows: int = 3000
+    test_windows: int = 4000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    spec_augment: bool = True
+    threshold_beta: float = 1.0
+    hop_samples: int = HOP_SAMPLES
+    threads: int = 2
+    progress: bool = True
+
+
+@dataclass
+class WindowSet:
+    x: "np.ndarray"  # [N, window] float32
+    y: "np.ndarray"  # [N] 0/1
+    kinds: list[str]
+
+
+@dataclass
+class FitResult:
+    net: "SnapNet"
+    history: list[dict[str, float]]
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    checkpoint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="data folder with snap/, no_snap/ and optional background/ (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder for manifest, logs, checkpoints and report (default: runs/train-TIMESTAMP); "
+                             "must not exist yet")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="write the model file here (default: OUT/model.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="allow --export to replace an existing model file")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this model file's weights (fine-tuning) instead of random ones")
+    parser.add_argument("--epochs", type=int, default=d.max_epochs, help="maximum epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=d.patience,
+                        help="early stopping: epochs without val_loss improvement (default: %(default)s)")
+    parser.add_argument("--epoch-windows", type=int, default=d.epoch_windows,
+                        help="training windows synthesised per epoch (default: %(default)s)")
+    parser.add_argument("--val-windows", type=int, default=d.val_windows, help="(default: %(default)s)")
+    parser.add_argument("--test-windows", type=int, default=d.test_windows, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    parser.add_argument("--threshold-beta", type=float, default=d.threshold_beta,
+                        help="calibrate the threshold for the best F-beta on validation windows; "
+                             "<1 favours precision (default: %(default)s)")
+    parser.add_argument("--no-spec-augment", action="store_true", help="disable SpecAugment masks")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="disable gain / band-limit augmentation (snaps are still mixed into backgrounds)")
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------- reusable pieces
+
+
+def prepare_data(data_dir: Path, spec: "WindowSpec", mix: "MixConfig", progress: bool = True):
+    """scan + load: (manifest DataFrame, ClipBank). Raises UsageError for unusable data."""
+    from trainer.data import load_clip_bank, scan_data
+
+    manifest = scan_data(data_dir)
+    prog = None
+    if progress:
+        from tqdm import tqdm
+
+        def prog(it):
+            return tqdm(it, desc="loading clips", unit="file")
+    bank = load_clip_bank(manifest, data_dir, spec.sample_rate, min_snap_onset=mix.min_snap_onset, progress=prog)
+    return manifest, bank
+
+
+def make_window_set(sampler: "WindowSampler", n: int, seed: int) -> WindowSet:
+    from trainer.data import fixed_windows
+
+    x, y, kinds = fixed_windows(sampler, n, seed)
+    return WindowSet(x, y, kinds)
+
+
+def score_windows(net: "SnapNet", x: "np.ndarray", batch: int = 512) -> "np.ndarray":
+    """Snap probabilities for windows [N, window] (eval mode, no grad)."""
+    import numpy as np
+    import torch
+
+    was_training = net.training
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out.append(torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))).numpy())
+    net.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def evaluate_windows(net: "SnapNet", ws: WindowSet, threshold: float) -> dict[str, Any]:
+    from trainer.report import binary_metrics
+
+    return binary_metrics(score_windows(net, ws.x), ws.y, threshold, ws.kinds)
+
+
+def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: TrainConfig,
+        out_dir: Path) -> FitResult:
+    """Train `net` (fresh, or loaded with `trainer.export.load_trainable` to fine-tune) on windows
+    drawn from `train_sampler`, early-stopping and checkpointing on val_loss over `val`.
+    Returns the net with the best epoch's weights. Logs TensorBoard under out_dir/tb."""
+    import copy
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from trainer.data import window_dataset
+    from trainer.lightning_module import SnapLightning
+
+    torch.set_num_threads(max(1, cfg.threads))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = SnapLightning(net, lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
+                           spec_augment=cfg.spec_augment)
+    train_dl = DataLoader(window_dataset(train_sampler, cfg.epoch_windows, cfg.seed), batch_size=cfg.batch_size,
+                          shuffle=False, num_workers=0, drop_last=True)
+    val_dl = DataLoader(TensorDataset(torch.from_numpy(val.x), torch.from_numpy(val.y).float()),
+                        batch_size=512, shuffle=False)
+
+    history: list[dict[str, float]] = []
+    best = {"loss": float("inf"), "state": None, "epoch": -1}
+
+    class _Track(Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                return
+            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            m["epoch"] = trainer.current_epoch
+            history.append(m)
+            if m.get("val_loss", float("inf")) < best["loss"]:
+                best.update(loss=m["val_loss"], state=copy.deepcopy(pl_module.net.state_dict()),
+                            epoch=trainer.current_epoch)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if history and history[-1]["epoch"] == trainer.current_epoch:
+                history[-1].update({k: float(v) for k, v in trainer.callback_metrics.items()
+                                    if k.startswith("train_")})
+
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-{epoch}-{val_loss:.4f}",
+                           monitor="val_loss", mode="min", save_top_k=1, save_last=True)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, logger=TensorBoardLogger(out_dir, name="tb"),
+        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience), ckpt, _Track()],
+        enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=10, deterministic=False)
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dl, val_dl)
+    seconds = time.perf_counter() - t0
+    if best["state"] is not None:
+        net.load_state_dict(best["state"])
+    net.eval()
+    return FitResult(net=net, history=history, best_epoch=int(best["epoch"]), epochs_run=trainer.current_epoch,
+                     seconds=seconds, checkpoint=str(ckpt.best_model_path))
+
+
+# ---------------------------------------------------------------- the subcommand
+
+
+def _check_paths(args) -> tuple[Path, Path]:
+    out = args.out or ROOT / "runs" / time.strftime("train-%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out}: run folder exists and is not empty; choose another --out")
+    export = args.export or out / "model.pt"
+    if export.exists() and not args.overwrite:
+        raise UsageError(f"{export}: model file exists; pass --overwrite to replace it")
+    if export.exists() and export.is_dir():
+        raise UsageError(f"{export}: is a folder, not a model file path")
+    return out, export
+
+
+def _held_out_sampler(bank: "ClipBank", split: str, spec: "WindowSpec", mix: "MixConfig") -> "WindowSampler":
+    """The sampler of a held-out part; a tiny data set without one falls back to the training clips
+    (with a warning: its figures then say little)."""
+    from trainer.data import WindowSampler
+
+    if bank.snaps[split] and bank.no_snaps[split]:
+        return WindowSampler(bank, split, spec, mix)
+    log.warning("no '%s' clips (the hash split put none there): %s windows are drawn from the training "
+                "clips, so %s figures are optimistic; add more clips", split, split, split)
+    return WindowSampler(bank, "train", spec, mix, background_split="train")
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from trainer import report
+    from trainer.data import MixConfig, WindowSampler, WindowSpec
+    from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
+    from trainer.model import ModelConfig, SnapNet, count_parameters
+
+    cfg = TrainConfig(seed=args.seed, max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                      epoch_windows=args.epoch_windows, val_windows=args.val_windows,
+                      test_windows=args.test_windows, lr=args.lr, spec_augment=not args.no_spec_augment,
+                      threshold_beta=args.threshold_beta, threads=args.threads, progress=not args.no_progress)
+    for name in ("max_epochs", "batch_size", "epoch_windows", "val_windows", "test_windows"):
+        if getattr(cfg, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    out, export = _check_paths(args)
+    torch.set_num_threads(max(1, cfg.threads))
+    t_start = time.perf_counter()
+
+    if args.init:
+        net, base_meta = load_trainable(args.init)
+        spec = window_spec_of(base_meta)
+        print(f"starting from {args.init} ({base_meta.architecture})")
+    else:
+        mcfg = ModelConfig()
+        net = SnapNet(mcfg)
+        spec = WindowSpec(sample_rate=mcfg.sample_rate, window_samples=mcfg.window_samples)
+    mix = MixConfig(augment=not args.no_augment)
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, bank = prepare_data(args.data, spec, mix, progress=cfg.progress)
+    manifest.to_csv(out / "manifest.csv", index=False)
+    t_loaded = time.perf_counter()
+    summary = bank.summary()
+    print(f"data: {summary['train']['snap']}/{summary['val']['snap']}/{summary['test']['snap']} snap, "
+          f"{summary['train']['no_snap']}/{summary['val']['no_snap']}/{summary['test']['no_snap']} no_snap clips "
+          f"(train/val/test), {summary['train']['background_seconds']} s training background, "
+          f"{summary['skipped_files']} file(s) skipped")
+
+    train_s = WindowSampler(bank, "train", spec, mix)
+    fixed_mix = MixConfig(augment=not args.no_augment)
+    val = make_window_set(_held_out_sampler(bank, "val", spec, fixed_mix), cfg.val_windows, cfg.seed + 1)
+    test = make_window_set(_held_out_sampler(bank, "test", spec, fixed_mix), cfg.test_windows, cfg.seed + 2)
+
+    result = fit(net, train_s, val, cfg, out)
+    val_scores = score_windows(result.net, val.x)
+    threshold = report.calibrate_threshold(val_scores, val.y, beta=cfg.threshold_beta)
+    val_metrics = report.binary_metrics(val_scores, val.y, threshold, val.kinds)
+    test_scores = score_windows(result.net, test.x)
+    test_metrics = report.binary_metrics(test_scores, test.y, threshold, test.kinds)
+    t_trained = time.perf_counter()
+
+    report.write_json({"test": test_metrics, "val": val_metrics}, out / "test_metrics.json")
+    report.write_json(result.history, out / "history.json")
+    if result.history:
+        report.plot_history(result.history, out / "metrics_per_epoch.png")
+    report.plot_confusion(test_metrics["confusion"], out / "confusion_matrix.png")
+    report.plot_pr_threshold(val_scores, val.y, threshold, out / "precision_recall_threshold.png")
+    report.plot_pr_threshold(test_scores, test.y, threshold, out / "precision_recall_threshold_test.png",
+                             title="test windows")
+
+    data_summary = {"folder": str(args.data), **summary,
+                    "split": "trainer.splits.split_of (sha1 of file name): 70/15/15",
+                    "windows": {"epoch": cfg.epoch_windows, "val": cfg.val_windows, "test": cfg.test_windows}}
+    training = {"config": asdict(cfg), "mix": asdict(mix), "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run, "fit_seconds": round(result.seconds, 1),
+                "total_seconds": round(t_trained - t_start, 1), "load_seconds": round(t_loaded - t_start, 1),
+                "parameters": count_parameters(result.net), "init": str(args.init) if args.init else None}
+    meta = build_metadata(result.net.cfg, spec, cfg.hop_samples, threshold, data=data_summary,
+                          test_metrics={**test_metrics, "val": val_metrics}, extra={"training": training})
+    try:
+        path = export_model(result.net, meta, export, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    report.write_json({"training": training, "metadata": json.loads(meta.to_json())}, out / "run.json")
+    size_kb = os.path.getsize(path) / 1024
+    print(f"trained {result.epochs_run} epoch(s) (best {result.best_epoch}) in {result.seconds:.0f} s "
+          f"(total {t_trained - t_start:.0f} s); threshold {threshold:.3f} (val F{cfg.threshold_beta:g})")
+    print(f"test windows: accuracy {test_metrics['accuracy']:.4f} precision {test_metrics['precision']:.4f} "
+          f"recall {test_metrics['recall']:.4f} F1 {test_metrics['f1']:.4f} AUROC {test_metrics['auroc']:.4f}")
+    print(f"wrote {path} ({size_kb:.0f} KiB); report in {out}")
+    return 0
+
