@@ -135,6 +135,7 @@ def save_model(module: torch.jit.ScriptModule, metadata: ModelMetadata, path: st
     os.close(fd)
     try:
         torch.jit.save(module, tmp, _extra_files={METADATA_NAME: metadata.to_json()})
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model file is meant to be shared
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
