@@ -77,4 +77,5 @@ class FileSource:
                     sent += len(data)
         finally:
             log.info("input %s: replay ended after %.2f s of audio", self.path, sent / self.sample_rate)
-            self.out.put(AudioEnd(f"end of {self.path.name}"), stop)
+            if not stop.is_set():  # stopped by a signal: no end-of-stream flush (no half gestures)
+                self.out.put(AudioEnd(f"end of {self.path.name}"), stop)

@@ -176,7 +176,7 @@ class Listener:
                 continue
             try:
                 if isinstance(item, AudioEnd):
-                    if self.pipeline is not None:
+                    if self.pipeline is not None and not self.stop_event.is_set():
                         self._publish(self.pipeline.flush())
                     log.info("%s", item.reason)
                     self.done.set()

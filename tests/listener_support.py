@@ -10,12 +10,26 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from snap_mqtt.model_file import ModelMetadata, save_model
+from snap_mqtt.model_file import ModelMetadata
+from snap_mqtt.model_file import save_model as _save_model
+
+
+def save_model(module, meta, path):
+    with warnings.catch_warnings():  # torch 2.11 calls TorchScript deprecated; it is the model format
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _save_model(module, meta, path)
+
+
+def script(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo" / "demo-scene.flac"
@@ -61,12 +75,12 @@ def metadata(threshold: float = 0.5, version: str = "test-energy") -> ModelMetad
 
 
 def make_energy_model(path: Path, threshold: float = 0.5) -> Path:
-    module = torch.jit.script(EnergySnapModel(1440, 3360))
+    module = script(EnergySnapModel(1440, 3360))
     return save_model(module, metadata(threshold), path)
 
 
 def make_never_model(path: Path) -> Path:
-    return save_model(torch.jit.script(NeverModel()), metadata(version="test-never"), path)
+    return save_model(script(NeverModel()), metadata(version="test-never"), path)
 
 
 class ScaledModel(torch.nn.Module):
@@ -83,7 +97,7 @@ class ScaledModel(torch.nn.Module):
 
 
 def make_scaled_model(path: Path, gain: float = 0.7) -> Path:
-    module = torch.jit.script(ScaledModel(EnergySnapModel(1440, 3360), gain))
+    module = script(ScaledModel(EnergySnapModel(1440, 3360), gain))
     return save_model(module, metadata(version="test-scaled"), path)
 
 

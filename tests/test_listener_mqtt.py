@@ -1,0 +1,160 @@
+"""`snap-mqtt listen` as a real process against a real Mosquitto: events, discovery, availability,
+clean stop and the will, Home Assistant restarts, the pause switch and the sensitivity number.
+
+The stand-in models in listener_support are real TorchScript model files with a transparent rule,
+so these tests pin the listener's behaviour, not the trained model's accuracy; the demo-scene test
+uses the shipped model, as the README's demo does."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from listener_support import (DEMO, DEMO_TRUTH, ListenerProc, Recorder, close_to, event_times,
+                              make_energy_model, make_scaled_model, make_scene, retained)
+from snap_mqtt.model_file import default_model_path
+
+NODE = "testnode"
+T = f"snap_mqtt/{NODE}"
+CONFIG_TOPICS = {
+    f"homeassistant/event/{NODE}/gesture/config", f"homeassistant/event/{NODE}/snap/config",
+    f"homeassistant/device_automation/{NODE}/single_snap/config",
+    f"homeassistant/device_automation/{NODE}/double_snap/config",
+    f"homeassistant/device_automation/{NODE}/triple_snap/config",
+    f"homeassistant/switch/{NODE}/pause/config", f"homeassistant/number/{NODE}/sensitivity/config",
+}
+SCENE_SNAPS = [1.0, 3.0, 3.3, 5.0, 5.25, 5.55]  # a single, a double, a triple
+
+
+def listen(tmp_path, broker, *args: str) -> ListenerProc:
+    return ListenerProc(["--port", str(broker.port), "--host", "127.0.0.1", "--node-id", NODE, *args], tmp_path)
+
+
+def test_replay_publishes_snaps_gestures_discovery_then_offline(tmp_path, broker):
+    scene = make_scene(tmp_path / "scene.flac", SCENE_SNAPS, 7.0)
+    model = make_energy_model(tmp_path / "energy.pt")
+    rec = Recorder(broker.port, [f"{T}/#", "homeassistant/#"])
+    proc = listen(tmp_path, broker, "--input", str(scene), "--speed", "0", "--model", str(model))
+    assert proc.wait(60) == 0, proc.log
+    rec.wait_payload(f"{T}/availability", "offline", timeout=5)
+    rec.close()
+
+    snaps = rec.on(f"{T}/snap")
+    assert close_to(event_times(snaps), SCENE_SNAPS), event_times(snaps)
+    assert [m.json()["index"] for m in snaps] == [1, 1, 2, 1, 2, 3]
+    for m in snaps:
+        p = m.json()
+        assert set(p) == {"event_type", "index", "confidence", "time", "timestamp"}
+        assert p["event_type"] == "snap" and 0.5 <= p["confidence"] <= 1.0 and "T" in p["timestamp"]
+        assert not m.retain
+    gestures = [m.json() for m in rec.on(f"{T}/gesture")]
+    assert [(g["event_type"], g["count"]) for g in gestures] == [("single_snap", 1), ("double_snap", 2),
+                                                                 ("triple_snap", 3)]
+    assert close_to([g["time"] for g in gestures], [1.0, 3.0, 5.0])
+    # a gesture is sent after its last snap
+    assert rec.on(f"{T}/gesture")[1].at >= snaps[2].at
+
+    avail = [m.payload for m in rec.on(f"{T}/availability")]
+    assert avail[0] == "online" and avail[-1] == "offline"
+    # discovery and availability are retained: a newcomer (Home Assistant starting later) gets them
+    kept = retained(broker.port, ["homeassistant/#", f"{T}/#"])
+    assert CONFIG_TOPICS <= set(kept)
+    assert kept[f"{T}/availability"] == "offline"
+    assert json.loads(kept[f"homeassistant/event/{NODE}/gesture/config"])["state_topic"] == f"{T}/gesture"
+    assert f"{T}/snap" not in kept and f"{T}/gesture" not in kept  # events are never retained
+
+
+def test_demo_scene_with_the_shipped_model(tmp_path, broker):
+    """The README's demo: the shipped model on demo/demo-scene.flac finds the single, the double
+    and the triple at their known times."""
+    assert default_model_path().is_file(), "models/snap-default.pt is missing"
+    rec = Recorder(broker.port, [f"{T}/#"])
+    proc = listen(tmp_path, broker, "--input", str(DEMO), "--speed", "0")
+    assert proc.wait(90) == 0, proc.log
+    rec.wait_payload(f"{T}/availability", "offline", timeout=5)
+    rec.close()
+    assert close_to(event_times(rec.on(f"{T}/snap")), DEMO_TRUTH["snaps"], tol=0.06), event_times(rec.on(f"{T}/snap"))
+    gestures = [m.json() for m in rec.on(f"{T}/gesture")]
+    assert [g["count"] for g in gestures] == [g["count"] for g in DEMO_TRUTH["gestures"]]
+    assert close_to([g["time"] for g in gestures], [g["time"] for g in DEMO_TRUTH["gestures"]], tol=0.06)
+
+
+def test_ha_restart_pause_switch_sensitivity_and_clean_stop(tmp_path, broker):
+    # a single snap every 2 s; the stand-in model answers ~0.7 for a snap: heard at threshold 0.5,
+    # not at 0.8
+    snaps = [2.0 * k for k in range(1, 30)]
+    scene = make_scene(tmp_path / "scene.flac", snaps, 60.0)
+    model = make_scaled_model(tmp_path / "scaled.pt", gain=0.7)
+    rec = Recorder(broker.port, [f"{T}/#", "homeassistant/#"])
+    proc = listen(tmp_path, broker, "--input", str(scene), "--speed", "2", "--model", str(model))
+    try:
+        rec.wait_payload(f"{T}/availability", "online", timeout=60)
+        rec.wait_payload(f"{T}/pause/state", "OFF")
+        rec.wait_payload(f"{T}/sensitivity/state", "0.50")
+
+        # Home Assistant restarts: discovery (and the control state) are sent again
+        t0 = time.monotonic()
+        rec.publish("homeassistant/status", "online")
+        rec.wait_for(lambda ms: CONFIG_TOPICS <= {m.topic for m in ms if m.at >= t0} or None, 10,
+                     "discovery re-published")
+
+        rec.wait_for(lambda ms: rec.on(f"{T}/snap"), 10, "a first snap")
+        # pause: nothing leaves while paused (3 s = 3 snaps at double speed)
+        rec.publish(f"{T}/pause/set", "ON")
+        paused_at = rec.wait_payload(f"{T}/pause/state", "ON", since=t0).at
+        time.sleep(3.0)
+        assert rec.on(f"{T}/snap", since=paused_at + 0.2) == []
+        assert rec.on(f"{T}/gesture", since=paused_at + 0.2) == []
+        rec.publish(f"{T}/pause/set", "OFF")
+        resumed_at = rec.wait_payload(f"{T}/pause/state", "OFF", since=paused_at).at
+        rec.wait_for(lambda ms: rec.on(f"{T}/snap", since=resumed_at), 5, "a snap after resuming")
+
+        # sensitivity: at threshold 0.8 the ~0.7 snaps are not events any more; back at 0.5 they are
+        rec.publish(f"{T}/sensitivity/set", "0.8")
+        raised_at = rec.wait_payload(f"{T}/sensitivity/state", "0.80").at
+        time.sleep(3.0)
+        assert rec.on(f"{T}/snap", since=raised_at + 0.2) == []
+        rec.publish(f"{T}/sensitivity/set", "0.5")
+        lowered_at = rec.wait_payload(f"{T}/sensitivity/state", "0.50", since=raised_at).at
+        rec.wait_for(lambda ms: rec.on(f"{T}/snap", since=lowered_at), 5, "a snap at threshold 0.5")
+        # a bad command is ignored and logged, the listener goes on
+        rec.publish(f"{T}/sensitivity/set", "loud")
+
+        # SIGTERM: offline published, exit 0 within 2 s
+        stop_at = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(2.0) == 0, proc.log
+        assert time.monotonic() - stop_at < 2.0
+        rec.wait_payload(f"{T}/availability", "offline", since=stop_at, timeout=2)
+        assert "ignoring threshold payload" in proc.log
+    finally:
+        proc.stop()
+        rec.close()
+    kept = retained(broker.port, [f"{T}/#"])
+    assert kept[f"{T}/availability"] == "offline"
+    assert (kept[f"{T}/pause/state"], kept[f"{T}/sensitivity/state"]) == ("OFF", "0.50")
+
+
+def test_restored_pause_state_and_the_will_on_kill(tmp_path, broker):
+    """The pause switch's retained state is restored at start (a paused listener stays quiet
+    after a restart), and `kill -9` leaves `offline` through the will."""
+    scene = make_scene(tmp_path / "scene.flac", [1.0 + 1.0 * k for k in range(20)], 22.0)
+    model = make_energy_model(tmp_path / "energy.pt")
+    rec = Recorder(broker.port, [f"{T}/#"])
+    rec.publish(f"{T}/pause/state", "ON", retain=True)
+    rec.publish(f"{T}/sensitivity/state", "0.60", retain=True)
+    proc = listen(tmp_path, broker, "--input", str(scene), "--speed", "2", "--model", str(model))
+    try:
+        online = rec.wait_payload(f"{T}/availability", "online", timeout=60).at
+        time.sleep(3.0)  # 6 s of audio: 5 snaps
+        assert rec.on(f"{T}/snap") == [] and rec.on(f"{T}/gesture") == []
+        assert "restored pause state ON" in proc.log and "restored threshold 0.60" in proc.log
+        proc.signal(signal.SIGKILL)
+        proc.wait(5)
+        rec.wait_payload(f"{T}/availability", "offline", since=online, timeout=10)
+    finally:
+        proc.stop()
+        rec.close()
