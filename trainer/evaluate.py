@@ -449,8 +449,8 @@ def run(args: argparse.Namespace) -> int:
     from trainer.cli import UsageError
 
     torch.set_num_threads(1)
-    model = load_model(args.model or default_model_path())
     recs = load_recordings(args.scenes)
+    model = load_model(args.model or default_model_path())
     if not any(r.role == "scene" for r in recs):
         raise UsageError(f"{args.scenes}: the scenes index lists no scene")
     try:
