@@ -203,6 +203,8 @@ def _scorer_for(model: Any) -> Scorer:
         import torch
 
         def score(wins: np.ndarray) -> np.ndarray:
+            if not wins.flags.writeable:  # one window is a read-only view; torch warns on those
+                wins = wins.copy()
             return model.predict(torch.from_numpy(wins)).float().numpy()
 
         return score

@@ -251,6 +251,8 @@ class MqttLink:
             self._connected = False
         if self._stopping:
             return
+        if self._state.startswith(("refused:", "tls:")):
+            return  # the drop that follows a refusal: keep that state, or each retry logs twice
         self._log_state("disconnected", f"MQTT: disconnected ({reason_code}); reconnecting with backoff up to "
                         f"{self.options.reconnect_max_delay} s", logging.WARNING)
 
