@@ -316,10 +316,11 @@ def clip_score(model: Any, x: np.ndarray) -> float:
     model's positive windows put a snap's onset ([onset_min, onset_max] samples into the window)."""
     import torch
 
-    meta = model.metadata
-    w, hop = meta.window_samples, meta.hop_samples
-    lo = meta.onset_min_samples or 0
-    hi = meta.onset_max_samples or w
+    from snap_mqtt.detector import WindowSpec
+
+    spec = WindowSpec.from_metadata(model.metadata)  # the detector's reading of the onset region
+    w, hop = spec.window_samples, spec.hop_samples
+    lo, hi = spec.onset_min_samples, spec.onset_max_samples
     left, right = max(0, hi), max(0, w - lo)
     x = np.concatenate([np.zeros(left, np.float32), np.asarray(x, np.float32), np.zeros(right, np.float32)])
     if len(x) < w:

@@ -1,0 +1,232 @@
+"""`snap-train record`: a real sounddevice stream from the PulseAudio null sink (fixture clips are
+played into it while the recorder runs as a subprocess), real SIGINTs, a real full disk (tmpfs)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from snap_mqtt.audio_io import read_audio
+from trainer.clipcheck import check_snap_clip
+from trainer.record import ClipCutter, allocate, plan_session
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
+SNAP_TRAIN = [sys.executable, "-m", "trainer.cli"]
+SNAP_CLIP = sorted((FIXTURES / "snap").glob("*.flac"))[0]
+DISHES = FIXTURES / "background" / "dishes.flac"
+
+
+class Proc:
+    """A subprocess whose stdout lines are read in the background, so a test can wait for one."""
+
+    def __init__(self, args: list[str], env: dict[str, str]):
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     bufsize=1)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def expect(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.01, left))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r} in {timeout} s; got:\n{''.join(self.seen)}"
+                                     f"\nstderr: {self.stderr_now()}") from None
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def stderr_now(self) -> str:
+        return "" if self.proc.poll() is None else self.proc.stderr.read()
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
+        rc = self.proc.wait(timeout)
+        time.sleep(0.05)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return rc, "".join(self.seen), self.proc.stderr.read()
+
+
+def record(folder: Path, pulse, *more: str) -> Proc:
+    return Proc([*SNAP_TRAIN, "record", str(folder), *more], env=pulse.env)
+
+
+def assert_complete_clips(folder: Path, rate: int, seconds: float) -> list[Path]:
+    """Every file in folder is a whole clip with a uuid1 name; no part files."""
+    files = sorted(folder.iterdir())
+    assert not [p for p in files if p.name.endswith(".part")], files
+    clips = [p for p in files if p.is_file()]
+    for p in clips:
+        assert uuid.UUID(p.stem).version == 1, p.name
+        info = sf.info(str(p))
+        assert info.samplerate == rate and info.frames == int(round(rate * seconds)) and info.channels == 1, (p, info)
+    return clips
+
+
+# ---------------------------------------------------------------------------------------------
+# pure parts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clip_cutter_loses_no_sample_whatever_the_block_sizes(seed: int):
+    rng = np.random.default_rng(seed)
+    stream = rng.standard_normal(10_000).astype(np.float32)
+    cutter = ClipCutter(clip_frames=1234, channels=1)
+    clips, i = [], 0
+    while i < len(stream):
+        n = int(rng.integers(1, 3000))
+        clips += cutter.push(stream[i:i + n, None])
+        i += n
+    assert [len(c) for c in clips] == [1234] * (10_000 // 1234)
+    assert np.array_equal(np.concatenate(clips)[:, 0], stream[: len(clips) * 1234])
+    assert cutter.pending_frames == 10_000 % 1234
+    assert cutter.discard() == 10_000 % 1234 and cutter.pending_frames == 0
+
+
+def test_session_plan_adds_up():
+    assert allocate(40, [0.3, 0.2, 0.2, 0.15, 0.15]) == [12, 8, 8, 6, 6]
+    assert sum(allocate(7, [0.3, 0.2, 0.2, 0.15, 0.15])) == 7
+    steps = plan_session(snaps=40, room_seconds=60, clip_seconds=2)
+    assert sum(s.clips for s in steps if s.kind == "snap") == 40
+    assert sum(s.clips for s in steps if s.kind == "no_snap") == 30
+    assert any("clap" in s.prompt for s in steps) and any("double" in s.prompt for s in steps)
+    short = plan_session(snaps=2, room_seconds=2, clip_seconds=2)
+    assert [(s.kind, s.clips) for s in short] == [("snap", 1), ("snap", 1), ("no_snap", 1)]
+
+
+def test_clipcheck_on_real_clips():
+    """Real snaps placed in 2 s of quiet room noise pass; the same length of running water, a
+    clip of a no_snap hum, and silence do not."""
+    rng = np.random.default_rng(0)
+    snaps = sorted((FIXTURES / "snap").glob("*.flac"))
+    passed = 0
+    for p in snaps:
+        a = read_audio(p, sample_rate=16000)
+        x = (rng.standard_normal(32000) * 1e-3).astype(np.float32)
+        x[8000:8000 + len(a.samples)] += a.samples
+        chk = check_snap_clip(x, 16000)
+        if chk.has_snap:
+            passed += 1
+            assert 7900 <= chk.onset <= 8000 + len(a.samples)
+    assert passed >= len(snaps) - 1
+    dishes = read_audio(DISHES).samples
+    rejected = sum(not check_snap_clip(dishes[i:i + 32000], 16000).has_snap for i in range(0, 96000, 16000))
+    assert rejected >= 5
+    silent = check_snap_clip(np.zeros(32000, np.float32), 16000)
+    assert not silent.has_snap and "silent" in silent.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# recording through PulseAudio
+
+
+def test_record_clips_from_a_real_stream(tmp_path: Path, pulse):
+    out = tmp_path / "clips"
+    p = record(out, pulse, "--seconds", "1", "--rate", "16000", "--count", "3")
+    p.expect("Ctrl-C to stop")
+    player = pulse.play(SNAP_CLIP)
+    rc, stdout, stderr = p.finish()
+    player.wait(10)
+    assert rc == 0, stderr
+    clips = assert_complete_clips(out, 16000, 1.0)
+    assert len(clips) == 3 and "done: 3 clip(s)" in stdout
+    peaks = [float(np.abs(sf.read(str(c), dtype="float32")[0]).max()) for c in clips]
+    assert max(peaks) > 0.05, peaks  # the played snap was captured
+    # a second run into the same folder adds clips, never overwrites
+    p = record(out, pulse, "--seconds", "1", "--rate", "16000", "--count", "1")
+    assert p.finish()[0] == 0
+    assert len(assert_complete_clips(out, 16000, 1.0)) == 4
+    assert {c.name for c in clips} <= {c.name for c in out.iterdir()}
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_leaves_only_complete_files(tmp_path: Path, pulse, presses: int):
+    out = tmp_path / "clips"
+    p = record(out, pulse, "--seconds", "1", "--rate", "16000")
+    p.expect("saved clip 1")
+    time.sleep(0.3)  # the next clip is in flight
+    for _ in range(presses):
+        p.proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    rc, stdout, stderr = p.finish(timeout=30)
+    assert rc == 0, stderr
+    clips = assert_complete_clips(out, 16000, 1.0)
+    if presses == 1:  # finish the clip in flight
+        assert "finishing the clip in flight" in stdout and len(clips) >= 2
+    else:  # discard it
+        assert "discarded the clip in flight" in stdout and len(clips) >= 1
+    assert f"done: {len(clips)} clip(s)" in stdout
+
+
+def test_disk_full_leaves_no_truncated_file(tmp_path: Path, pulse):
+    """A real 200 KiB tmpfs: two 1 s clips at 44.1 kHz (88 KB each) fit, the third does not."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs here: {r.stderr}"
+    try:
+        p = record(mnt, pulse, "--seconds", "1", "--rate", "44100", "--count", "5")
+        rc, stdout, stderr = p.finish()
+        assert rc == 2
+        assert "disk full" in stderr and "No space left on device" in stderr and "Traceback" not in stderr
+        clips = assert_complete_clips(mnt, 44100, 1.0)
+        assert len(clips) == 2
+        for c in clips:
+            assert sf.read(str(c))[0].shape == (44100,)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_missing_device_lists_the_inputs(tmp_path: Path, pulse):
+    r = subprocess.run([*SNAP_TRAIN, "record", str(tmp_path / "x"), "--device", "no such mic"],
+                       capture_output=True, text=True, env=pulse.env, timeout=120)
+    assert r.returncode == 2
+    assert "'no such mic' not found" in r.stderr and "Available input devices" in r.stderr
+    assert "pulse" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_guided_session_sorts_and_flags(tmp_path: Path, pulse):
+    """Snap step 1: a real snap is played. Snap step 2: only running water (the user did not snap):
+    flagged into review/. Room step: saved as no_snap."""
+    out = tmp_path / "me"
+    p = record(out, pulse, "--guided", "--yes", "--countdown", "0", "--snaps", "2", "--room-seconds", "2",
+               "--seconds", "2", "--rate", "16000")
+    p.expect("[1/3] SNAP now")
+    players = [pulse.play(SNAP_CLIP)]
+    p.expect("[2/3] SNAP-SNAP now")
+    players.append(pulse.play(DISHES))
+    p.expect("[3/3]")
+    rc, stdout, stderr = p.finish()
+    for pl in players:
+        pl.terminate()
+        pl.wait(10)
+    assert rc == 0, stderr
+    snap = assert_complete_clips(out / "snap", 16000, 2.0)
+    review = assert_complete_clips(out / "review", 16000, 2.0)
+    room = assert_complete_clips(out / "no_snap", 16000, 2.0)
+    assert (len(snap), len(review), len(room)) == (1, 1, 1), stdout
+    assert "flagged for review" in stdout and "NOT trained on" in stdout
+    x, rate = sf.read(str(snap[0]), dtype="float32")
+    assert check_snap_clip(x, rate).has_snap
+    log = json.loads(next(out.glob("guided-session-*.json")).read_text())
+    assert [c["has_snap"] for c in log["clips"] if c["kind"] == "snap"] == [True, False]
+    assert log["clips"][1]["file"] == f"review/{review[0].name}"
