@@ -173,7 +173,10 @@ class Detector:
                 continue
             self._run_max = max(self._run_max, p)
             start = first + i * self.hop
-            onset = start + self._localise(wins[i])
+            where = self._localise(wins[i])
+            if where is None:
+                continue  # nothing in the region starts a transient: the run belongs to an earlier onset
+            onset = start + where
             if self._last_onset is not None and onset - self._last_onset < self._refr_samples:
                 continue  # the snap already reported, seen again by a later window
             self._last_onset = onset
@@ -183,11 +186,13 @@ class Detector:
             self._run_max = 0.0
         return events
 
-    def _localise(self, window: np.ndarray) -> int:
-        """Onset of the snap within the window's positive region, in samples from its start."""
+    def _localise(self, window: np.ndarray) -> int | None:
+        """Onset of the snap within the window's positive region, in samples from its start; None
+        when the region holds no onset: digital silence, or an envelope that is highest at the
+        region's first sample, i.e. the decay of something that started before it."""
         o = find_onset(window, self.sample_rate, start=self._lo, stop=self._hi)
-        if o is None:  # flat region: put it mid-region
-            return (self._lo + self.spec.onset_max_samples) // 2
+        if o is None or o.peak_index <= self._lo:
+            return None
         return o.index
 
 
