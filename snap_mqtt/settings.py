@@ -147,7 +147,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls))
+        return (init_settings, env_settings, _PrefixedDotEnv(settings_cls, dotenv_settings),
+                _YamlSource(settings_cls))
 
     # -- derived values ---------------------------------------------------------------------------
     def resolved_model_path(self) -> Path:
@@ -203,6 +204,28 @@ class _YamlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(_YAML_DATA.get())
+
+
+class _PrefixedDotEnv(PydanticBaseSettingsSource):
+    """The .env file, minus lines that are not ours: a .env is often shared (docker compose),
+    so only SNAP_* names count, and an unknown SNAP_* name is an error, not silently ignored."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = ENV_PREFIX.lower()
+        out: dict[str, Any] = {}
+        for k, v in self.inner().items():
+            if k in self.settings_cls.model_fields:
+                out[k] = v
+            elif k.lower().startswith(prefix):
+                out[k[len(prefix):]] = v  # reported as an unknown setting by name
+        return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
