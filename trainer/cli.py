@@ -58,4 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m trainer.cli`: run the package's copy of this module, so that UsageError raised by
+    # subcommands (imported from trainer.cli) is the class caught above, not a __main__ twin.
+    from trainer.cli import main as _main
+
+    sys.exit(_main())
