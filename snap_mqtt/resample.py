@@ -14,6 +14,9 @@ import numpy as np
 from scipy.signal import firwin
 
 
+_CHUNK_OUT = 4096  # output samples computed per vectorised step
+
+
 class StreamingResampler:
     def __init__(self, rate_in: int, rate_out: int):
         if rate_in <= 0 or rate_out <= 0:
@@ -72,6 +75,14 @@ class StreamingResampler:
     def _produce(self, stop: int) -> np.ndarray:
         if stop <= self._next_out:
             return np.zeros(0, dtype=np.float32)
+        # in chunks: the gather below holds outputs x taps float64 values (a 10 s block at
+        # 96 kHz made ~400 MB of temporaries); the result is the same, chunked or not
+        parts = []
+        while self._next_out < stop:
+            parts.append(self._produce_chunk(min(stop, self._next_out + _CHUNK_OUT)))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _produce_chunk(self, stop: int) -> np.ndarray:
         m = np.arange(self._next_out, stop)
         n = m * self.down + self._delay
         j = n // self.up  # newest input sample used
