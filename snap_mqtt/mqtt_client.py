@@ -99,6 +99,8 @@ class MqttLink:
         self.stats = LinkStats()
         self._lock = threading.RLock()
         self._outbox: deque[_Outgoing] = deque()
+        self._inflight: dict[int, _Outgoing] = {}  # sent, not yet acknowledged (by message id)
+        self._acked_early: set[int] = set()
         self._outbox_size = outbox_size
         self._connected = False
         self._audio_up = False
@@ -138,6 +140,8 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
+        c.max_inflight_messages_set(0)  # no window: see _purge_stale_inflight
         return c
 
     def start(self) -> None:
@@ -211,6 +215,7 @@ class MqttLink:
             self._log_state(f"refused:{reason_code}", f"MQTT: broker refused the connection: {reason_code}{hint}",
                             logging.ERROR)
             return
+        self._purge_stale_inflight()
         with self._lock:
             self._connected = True
         o = self.options
@@ -245,6 +250,34 @@ class MqttLink:
             pass
         self.publish_controls()
         self._drain_outbox()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            if self._inflight.pop(mid, None) is None:
+                self._acked_early.add(mid)
+                if len(self._acked_early) > 1000:  # acks of non-event messages (discovery...)
+                    self._acked_early.clear()
+
+    def _purge_stale_inflight(self) -> None:
+        """Events sent just before a connection died were never acknowledged; paho re-sends them
+        right after this on_connect. Drop those now older than max_event_age from paho's queue,
+        so they cannot fire late. (paho has no public API for this; a paho without these
+        attributes just re-sends, and the v5 message expiry still bounds the damage.)"""
+        now = time.monotonic()
+        with self._lock:
+            stale = [mid for mid, item in self._inflight.items() if now - item.created > self.max_event_age]
+            for mid in stale:
+                del self._inflight[mid]
+        out = getattr(self.client, "_out_messages", None)
+        mutex = getattr(self.client, "_out_message_mutex", None)
+        if not stale or out is None or mutex is None:
+            return
+        with mutex:
+            dropped = sum(out.pop(mid, None) is not None for mid in stale)
+        if dropped:
+            self.stats.dropped_stale += dropped
+            log.info("MQTT: dropped %d unacknowledged event(s) older than %.1f s instead of re-sending them",
+                     dropped, self.max_event_age)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
@@ -352,7 +385,19 @@ class MqttLink:
             return False
         props = Properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = max(1, int(remaining + 0.999))
-        ok = self._publish(item.topic, item.payload, qos=1, properties=props)
+        try:
+            # not under self._lock: paho calls on_publish holding its own lock (lock order)
+            info = self.client.publish(item.topic, item.payload, qos=1, properties=props)
+            ok = info.rc == mqtt.MQTT_ERR_SUCCESS
+            if ok:
+                with self._lock:
+                    if info.mid in self._acked_early:  # the PUBACK beat us here
+                        self._acked_early.discard(info.mid)
+                    else:
+                        self._inflight[info.mid] = item
+        except (RuntimeError, ValueError) as exc:
+            log.warning("MQTT: publish to %s failed: %s", item.topic, exc)
+            return False
         if ok:
             self.stats.published += 1
         return ok

@@ -139,6 +139,7 @@ class Msg:
     payload: str
     retain: bool
     at: float  # time.monotonic() when received
+    wall: float = 0.0  # time.time() when received
 
     def json(self) -> dict:
         return json.loads(self.payload)
@@ -167,7 +168,7 @@ class Recorder:
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             self.messages.append(Msg(msg.topic, msg.payload.decode("utf-8", "replace"), bool(msg.retain),
-                                     time.monotonic()))
+                                     time.monotonic(), time.time()))
 
     def snapshot(self) -> list[Msg]:
         with self._lock:
@@ -225,7 +226,8 @@ class ListenerProc:
 
     @property
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def signal(self, sig: int) -> None:
@@ -254,3 +256,88 @@ def event_times(msgs: list[Msg]) -> list[float]:
 
 def close_to(got: list[float], want: list[float], tol: float = 0.05) -> bool:
     return len(got) == len(want) and all(abs(g - w) <= tol for g, w in zip(sorted(got), sorted(want)))
+
+
+# ---- a TCP forwarder: lets a test cut the listener's network without touching the broker ----------
+
+class Proxy:
+    """Forwards 127.0.0.1:`port` to the broker. `block()` closes the listening socket and every
+    forwarded connection (the listener sees a dropped network, then connection refused);
+    `unblock()` listens again on the same port. Real sockets throughout."""
+
+    def __init__(self, target_port: int):
+        import socket
+
+        from services import free_port
+
+        self._socket = socket
+        self.target = target_port
+        self.port = free_port()
+        self._server = None
+        self._conns: list = []
+        self._lock = threading.Lock()
+
+    def unblock(self) -> "Proxy":
+        s = self._socket.socket()
+        s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(8)
+        self._server = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+        return self
+
+    def block(self) -> None:
+        s, self._server = self._server, None
+        if s is not None:
+            try:  # wakes the thread blocked in accept(); close() alone leaves the port listening
+                s.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, server) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(("127.0.0.1", self.target), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def age_on_arrival(m: Msg) -> float:
+    """Seconds between an event's detection (its ISO timestamp) and its arrival."""
+    from datetime import datetime
+
+    return m.wall - datetime.fromisoformat(m.json()["timestamp"]).timestamp()
