@@ -135,6 +135,9 @@ def load_clip_bank(manifest: "pd.DataFrame", data_dir: str | os.PathLike[str], s
             continue
         try:
             a = read_audio(path, sample_rate)
+            truncated = _truncation(path, a.seconds)
+            if truncated:
+                st, a = f"skipped: {path}: truncated ({truncated})", None
         except AudioFileError as exc:
             st = f"skipped: {exc}"
             a = None
@@ -170,6 +173,46 @@ def load_clip_bank(manifest: "pd.DataFrame", data_dir: str | os.PathLike[str], s
         if not any(store[s] for s in SPLITS):
             raise _usage_error(f"{root / label}: no usable clips in class '{label}' (all were skipped)")
     return bank
+
+
+def _truncation(path: Path, seconds_read: float) -> str:
+    """'' when the file holds as much audio as its header promises, else what is missing (a WAV cut
+    short by a crash or a full disk reads without error, just shorter)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # read_audio could read it; a header libsndfile cannot describe is not our case
+        return ""
+    promised = info.frames / info.samplerate if info.samplerate else 0.0
+    if promised - seconds_read > 0.002:
+        return f"header promises {promised:.3f} s, file holds {seconds_read:.3f} s"
+    if path.suffix.lower() == ".wav":
+        return _wav_truncation(path)
+    return ""
+
+
+def _wav_truncation(path: Path) -> str:
+    """libsndfile quietly shortens a WAV whose data chunk is cut off; its RIFF header still says
+    how many bytes of audio there should be."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return ""
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, clen = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                have = size - pos - 8
+                if clen != 0xFFFFFFFF and clen > have:
+                    return f"WAV header promises {clen} bytes of audio, file holds {have}"
+                return ""
+            pos += 8 + clen + (clen & 1)
+    return ""
 
 
 def _add_background(bank: ClipBank, rel: str, x: np.ndarray, kind: str) -> None:
