@@ -18,7 +18,7 @@ import pytest
 from trainer.label import JOURNAL_NAME, Journal, move_no_replace, unique_path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
-SNAP_TRAIN = [sys.executable, "-m", "trainer.cli"]
+SNAP_TRAIN = [str(Path(sys.executable).with_name("snap-train"))]  # the installed console script
 
 
 def digest(p: Path) -> str:

@@ -22,7 +22,7 @@ from trainer.clipcheck import check_snap_clip
 from trainer.record import ClipCutter, allocate, plan_session
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
-SNAP_TRAIN = [sys.executable, "-m", "trainer.cli"]
+SNAP_TRAIN = [str(Path(sys.executable).with_name("snap-train"))]  # the installed console script
 SNAP_CLIP = sorted((FIXTURES / "snap").glob("*.flac"))[0]
 DISHES = FIXTURES / "background" / "dishes.flac"
 
@@ -188,7 +188,7 @@ def test_disk_full_leaves_no_truncated_file(tmp_path: Path, pulse):
         assert rc == 2
         assert "disk full" in stderr and "No space left on device" in stderr and "Traceback" not in stderr
         clips = assert_complete_clips(mnt, 44100, 1.0)
-        assert len(clips) == 2
+        assert len(clips) == 2, (stdout, stderr)
         for c in clips:
             assert sf.read(str(c))[0].shape == (44100,)
     finally:
