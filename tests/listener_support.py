@@ -55,8 +55,9 @@ class EnergySnapModel(torch.nn.Module):
         step = self.frame // 2
         lo = self.lo // step
         hi = min(e.shape[1], (self.hi + 160) // step)
-        pre = e[:, :lo].amax(dim=1) + 1e-9
-        region = e[:, lo:hi].amax(dim=1) + 1e-9
+        # the floor keeps noise starting out of digital silence (a stream opening) from looking like a snap
+        pre = e[:, :lo].amax(dim=1) + 1e-5
+        region = e[:, lo:hi].amax(dim=1) + 1e-5
         ratio_db = 10.0 * torch.log10(region / pre)
         return torch.sigmoid((ratio_db - self.margin_db) * self.scale)
 
