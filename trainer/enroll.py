@@ -14,7 +14,7 @@ Steps:
    trainer's own window sampler: your snaps placed in your room's sound, early/late snaps as
    negatives), the mined false triggers, and a sample of the shipped training data so it forgets
    nothing; an L2 pull towards the base weights keeps it close; BatchNorm statistics stay frozen;
-   halfway, mine again with the model being trained;
+   after each third of the steps, mine again with the model being trained;
 4. calibrate the threshold on the held-back clips: the value that keeps held-back false triggers
    within the target rate and finds the most held-back snaps, in the middle of that range;
 5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata, and
@@ -352,6 +352,7 @@ class TuneConfig:
     l2sp: float = 1e-3  # pull towards the base weights (forget nothing)
     p_user: float = 0.5
     p_hard: float = 0.2  # the rest: shipped data
+    mining_rounds: int = 3  # mining passes: with the base model, then again after each 1/3 of the steps
     seed: int = 0
 
 
@@ -394,7 +395,8 @@ class BatchMaker:
 def fine_tune(net, batches: BatchMaker, cfg: TuneConfig, remine: Callable[[Any], None] | None = None,
               progress: bool = True) -> list[float]:
     """Adam on BCE, BatchNorm statistics frozen (eval mode), an L2 pull to the starting weights.
-    `remine(net)` is called halfway to refresh the hard negatives with the model being trained."""
+    `remine(net)` is called after each third of the steps to add the model-being-trained's own
+    false triggers to the hard negatives."""
     import torch
     from torch.nn import functional as F
     from tqdm import tqdm
@@ -406,9 +408,10 @@ def fine_tune(net, batches: BatchMaker, cfg: TuneConfig, remine: Callable[[Any],
     opt = torch.optim.Adam(params, lr=cfg.lr)
     net.eval()  # frozen BatchNorm statistics: a few hundred windows must not re-estimate them
     losses: list[float] = []
+    remine_at = {k * cfg.steps // cfg.mining_rounds for k in range(1, cfg.mining_rounds)}
     bar = tqdm(range(cfg.steps), desc="fine-tuning", unit="step", disable=not progress, leave=False)
     for step in bar:
-        if remine is not None and step == cfg.steps // 2:
+        if remine is not None and step in remine_at:
             remine(net)
         x, y = batches(rng)
         logits = net(torch.from_numpy(x))
