@@ -304,3 +304,54 @@ def test_label_errors_are_clear(inbox: Path, tmp_path: Path):
     r = subprocess.run(label_cmd(inbox, "--auto", "--model", str(junk)), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and str(junk) in r.stderr and "Traceback" not in r.stderr
     assert len(list(inbox.glob("*.flac"))) == 6  # nothing moved
+
+
+# ---------------------------------------------------------------------------------------------
+# automatic mode with the real shipped model
+
+
+def test_auto_mode_sorts_confident_clips_with_the_shipped_model(tmp_path: Path):
+    """The held-out (test-part) fixture clips, which the shipped model never trained on, sorted by
+    `--auto`: confident clips move, uncertain ones stay, the sorting beats chance, undo restores all."""
+    from snap_mqtt.model_file import default_model_path
+    from trainer.splits import split_of
+
+    model = default_model_path()
+    assert model.is_file(), f"{model}: the shipped default model is missing"
+    box = tmp_path / "inbox"
+    box.mkdir()
+    truth = {}
+    for label in ("snap", "no_snap"):
+        for p in sorted((FIXTURES / label).glob("*.flac")):
+            if split_of(p.name) == "test":
+                shutil.copy(p, box / p.name)
+                truth[p.name] = label
+    assert len(truth) >= 16
+    before = all_audio(box)
+    r = subprocess.run(label_cmd(box, "--auto", "--snap-above", "0.9", "--no-snap-below", "0.1"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    scores = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("[") and ": " in line:
+            name, rest = line.split("] ", 1)[1].split(": ", 1)
+            scores[name] = float(rest.split()[0])
+    assert set(scores) == set(truth)
+    where = {p.name: p.parent.name for p in box.rglob("*.flac")}
+    for name, s in scores.items():  # each clip went where its printed score says
+        want = "snap" if s >= 0.9 else "no_snap" if s <= 0.1 else "inbox"
+        assert where[name] == want, (name, s, where[name])
+    snaps = [s for n, s in scores.items() if truth[n] == "snap"]
+    others = [s for n, s in scores.items() if truth[n] == "no_snap"]
+    auc = sum(a > b for a in snaps for b in others) / (len(snaps) * len(others))
+    assert auc > 0.8, (snaps, others)  # real snaps score above real non-snaps
+    right = sum(where[n] == truth[n] for n in truth)
+    wrong = sum(where[n] not in ("inbox", truth[n]) for n in truth)
+    assert right > 2 * wrong, (right, wrong)
+    assert {h: len(ps) for h, ps in all_audio(box).items()} == {h: 1 for h in before}
+
+    moved = sum(1 for v in where.values() if v != "inbox")
+    r = subprocess.run(label_cmd(box, "--undo", str(moved + 1)), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "nothing (more) to undo" in r.stdout
+    assert sorted(p.name for p in box.glob("*.flac")) == sorted(truth)

@@ -140,7 +140,7 @@ def test_clipcheck_on_real_clips():
 
 def test_record_clips_from_a_real_stream(tmp_path: Path, pulse):
     out = tmp_path / "clips"
-    p = record(out, pulse, "--seconds", "1", "--rate", "16000", "--count", "3")
+    p = record(out, pulse, "--device", "pulse", "--seconds", "1", "--rate", "16000", "--count", "3")
     p.expect("Ctrl-C to stop")
     player = pulse.play(SNAP_CLIP)
     rc, stdout, stderr = p.finish()

