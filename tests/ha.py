@@ -410,10 +410,11 @@ class StateRecorder:
                                          "old": data.get("old_state"), "new": data.get("new_state"),
                                          "received": time.monotonic()})
 
-    def of(self, entity_id: str) -> list[dict]:
-        """The new states of `entity_id` so far, oldest first (None where it was removed)."""
+    def of(self, entity_id: str, since: float = 0.0) -> list[dict]:
+        """The changes of `entity_id` (dicts with old, new, received) received since `since`
+        (time.monotonic()), oldest first."""
         with self._lock:
-            return [c["new"] for c in self.changes if c["entity_id"] == entity_id]
+            return [c for c in self.changes if c["entity_id"] == entity_id and c["received"] >= since]
 
     def stop(self) -> None:
         if self._ws:
