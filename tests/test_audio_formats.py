@@ -249,3 +249,126 @@ def test_read_does_not_touch_the_file(tmp_path):
     before = (p.read_bytes(), os.stat(p).st_mtime_ns)
     read_audio(p, sample_rate=22050)
     assert (p.read_bytes(), os.stat(p).st_mtime_ns) == before
+
+
+# --- the same files through `snap-mqtt detect` and the shipped model ------------------------------
+
+SNAP_TOL = 0.03  # seconds: an event's onset time against the scene's known onset
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for k in list(os.environ):
+        if k.upper().startswith("SNAP_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def _detect(capsys, *argv: str) -> tuple[int, list[dict], str]:
+    from snap_mqtt.cli import main
+
+    code = main(["detect", "--json", *argv])
+    out, err = capsys.readouterr()
+    return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
+
+
+def _snap_times(events: list[dict], path: Path) -> list[float]:
+    return [e["time"] for e in events if e["file"] == str(path) and e["event_type"] == "snap"]
+
+
+def _assert_found(times: list[float], expected: list[float], what: str) -> None:
+    for t in expected:
+        assert any(abs(s - t) <= SNAP_TOL for s in times), f"{what}: no snap event near {t:.3f} s in {times}"
+
+
+def test_detect_finds_the_snaps_in_every_format(good_files, capsys, clean_env):
+    code, events, err = _detect(capsys, *(str(p) for p in good_files.values()))
+    assert code == 0, err
+    assert f"{len(good_files)} file(s) processed" in err and "0 failed" in err
+    for fmt, p in good_files.items():
+        _assert_found(_snap_times(events, p), EXCERPT_SNAPS, fmt.name)
+    # lossless 16 kHz mono files hold the same signal (to 16-bit precision): the same decisions
+    ref = [round(t, 2) for t in _snap_times(events, good_files[Fmt(".wav", "FLOAT")])]
+    for fmt in (Fmt(".wav", "DOUBLE"), Fmt(".wav", "PCM_32"), Fmt(".wav", "PCM_24"), Fmt(".flac", "PCM_24")):
+        assert [round(t, 2) for t in _snap_times(events, good_files[fmt])] == ref, fmt.name
+
+
+def test_detect_skips_every_broken_file_by_name_and_processes_the_rest(good_files, capsys, clean_env, tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for name, make in BROKEN.items():
+        (d / name).write_bytes(make())
+    good = [good_files[Fmt(".flac", "PCM_16")], good_files[Fmt(".flac", "PCM_16", rate=22050)]]
+    for p in good:  # sorted between the broken ones
+        (d / f"m_{p.name}").write_bytes(p.read_bytes())
+    code, events, err = _detect(capsys, str(d))
+    assert code == 1
+    assert "Traceback" not in err
+    skipped = [ln for ln in err.splitlines() if "skipped" in ln]
+    for name in BROKEN:
+        assert sum(str(d / name) in ln for ln in skipped) == 1, (name, err)
+    assert len(skipped) == len(BROKEN)
+    for p in good:
+        _assert_found(_snap_times(events, d / f"m_{p.name}"), EXCERPT_SNAPS, p.name)
+    assert f"2 file(s) processed" in err and f"{len(BROKEN)} failed" in err
+
+
+def test_detect_on_a_wav_cut_mid_stream_keeps_what_is_there(good_files, capsys, clean_env, tmp_path):
+    """A recording cut short after its first snap: that snap is still reported at its time."""
+    data = good_files[Fmt(".wav", "PCM_16")].read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + int(2.25 * RATE) * 2])  # header + 2.25 s: the first snap, not the second
+    code, events, err = _detect(capsys, str(cut))
+    assert code == 0, err
+    times = _snap_times(events, cut)
+    _assert_found(times, EXCERPT_SNAPS[:1], "cut.wav")
+    assert max(times) < 2.25
+
+
+def _detect_file_peak_mb(path: Path, model, settings) -> tuple[float, list]:
+    """Events of `detect_file` and the peak of Python/numpy memory while it ran (tracemalloc
+    sees every numpy buffer; torch's own buffers are bounded by the detector's batch size)."""
+    import tracemalloc
+
+    from snap_mqtt.cmd_detect import detect_file
+
+    tracemalloc.start()
+    try:
+        events = list(detect_file(path, model, settings))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20, events
+
+
+def test_detect_streams_a_long_file(tmp_path, clean_env):
+    """150 s of 48 kHz stereo (written block by block, never whole in memory), the excerpt's
+    snaps at its start and again at its end: both found at the right times (no drift of the time
+    base), and `detect` needs no more memory for it than for a 20 s file (loading it whole would
+    take its ~58 MB of float32 samples, and more to resample them)."""
+    from snap_mqtt.model_file import default_model_path, load_model
+    from snap_mqtt.settings import Settings
+
+    rate, tail_at = 48000, 145.0
+    x = resample(excerpt(), RATE, rate)
+    rng = np.random.default_rng(9)
+
+    def write(path: Path, seconds: float) -> Path:
+        with sf.SoundFile(str(path), "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
+            pos = 0
+            while pos < seconds * rate:
+                at_snaps = pos == 0 or pos == int((seconds - EXCERPT_SECONDS) * rate)
+                block = x if at_snaps else (rng.standard_normal(len(x)) * 0.002).astype(np.float32)
+                f.write(np.stack([block, 0.8 * block], axis=1))
+                pos += len(block)
+        assert abs(sf.info(str(path)).duration - seconds) < 0.01
+        return path
+
+    model, settings = load_model(default_model_path()), Settings.load(env_file=None)
+    short_peak, _ = _detect_file_peak_mb(write(tmp_path / "short.wav", 20.0), model, settings)
+    long = write(tmp_path / "long.wav", tail_at + EXCERPT_SECONDS)
+    long_peak, events = _detect_file_peak_mb(long, model, settings)
+    times = [e.time for e in events if type(e).__name__ == "SnapEvent"]
+    _assert_found(times, EXCERPT_SNAPS, "start of long.wav")
+    _assert_found(times, [tail_at + t for t in EXCERPT_SNAPS], "end of long.wav")
+    assert long_peak - short_peak < 8, (short_peak, long_peak)
