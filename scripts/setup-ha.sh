@@ -20,6 +20,13 @@ stamp="$VENV/.snap-mqtt-ha-complete"
 if [ -f "$stamp" ] && [ -x "$VENV/bin/hass" ]; then
   exit 0
 fi
+# one build at a time (two test runs on one machine); the second then finds it done
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
+if [ -f "$stamp" ] && [ -x "$VENV/bin/hass" ]; then
+  exit 0
+fi
 
 # pip, quiet, less the notes a machine's extra local indexes print for every missing name
 ha_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '" || true; }; }
@@ -31,7 +38,6 @@ echo "setup-ha: building Home Assistant $HA_VERSION in $VENV (a few minutes the 
   exit 1
 }
 if [ ! -x "$VENV/bin/python" ]; then
-  mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
   ha_pip install -q --upgrade pip wheel
 fi

@@ -120,8 +120,10 @@ def write_config(config_dir: Path, http_port: int, broker_host: str, broker_port
     (storage / "core.config_entries").write_text(json.dumps(entries, indent=2))
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` s."""
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+               interval: float = 0.2) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` (a text, or a
+    function giving one then: the state at the timeout) after `timeout` s."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -132,6 +134,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         except (OSError, HomeAssistantError, ValueError, KeyError) as exc:
             last_exc = exc
         time.sleep(interval)
+    if callable(what):
+        try:
+            what = what()
+        except (OSError, HomeAssistantError, ValueError, KeyError) as exc:
+            what = f"(could not describe: {exc})"
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}"
                        + (f" (last error: {last_exc})" if last_exc else ""))
 
@@ -169,8 +176,7 @@ class HomeAssistant:
         self._log_file = open(self.config_dir / "hass.out", "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
         self.proc = subprocess.Popen([str(exe), "-c", str(self.config_dir), "--log-no-color"],
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until(self._http_up, timeout, f"Home Assistant's HTTP API on port {self.port}", 0.5)
             self.token = self.onboard()

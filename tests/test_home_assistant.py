@@ -142,7 +142,7 @@ def came_online(states: StateRecorder, entity_id: str, since: float) -> list[dic
 
 def wait_state(ha: HomeAssistant, entity_id: str, wanted: str, timeout: float = 15.0) -> dict:
     return wait_until(lambda: (s := ha.state(entity_id)) and s["state"] == wanted and s, timeout,
-                      f"{entity_id} to be {wanted!r} (now {(ha.state(entity_id) or {}).get('state')!r})")
+                      lambda: f"{entity_id} to be {wanted!r} (it is {(ha.state(entity_id) or {}).get('state')!r})")
 
 
 # ---- the tests ------------------------------------------------------------------------------------------
@@ -152,6 +152,7 @@ def test_discovery_creates_the_device_entities_and_triggers(ha, device):
     assert d["name"] and NODE in d["name"]
     assert d["sw_version"] and d["model"]
     e = device.entities
+    print(f"\ndevice {d['name']!r}: {sorted(e.values())}")
     assert set(e) == {"gesture", "snap", "pause", "sensitivity"}, e
     assert e["gesture"].startswith("event.") and e["snap"].startswith("event.")
     assert e["pause"].startswith("switch.") and e["sensitivity"].startswith("number.")
