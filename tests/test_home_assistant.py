@@ -43,16 +43,16 @@ def mqtt_broker():
 
 @pytest.fixture(scope="module")
 def ha(mqtt_broker, tmp_path_factory):
+    problem = None
     try:
         hass_executable()
-    except HomeAssistantError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    h = HomeAssistant.create(tmp_path_factory.mktemp("ha") / "config", mqtt_broker.port)
-    t0 = time.monotonic()
-    try:
+        h = HomeAssistant.create(tmp_path_factory.mktemp("ha") / "config", mqtt_broker.port)
+        t0 = time.monotonic()
         h.start()
     except HomeAssistantError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem:  # outside the except: the message alone, no chained traceback
+        pytest.fail(problem, pytrace=False)
     print(f"\nHome Assistant up (onboarded, MQTT loaded) in {time.monotonic() - t0:.1f} s")
     yield h
     h.stop()
