@@ -372,3 +372,47 @@ def test_detect_streams_a_long_file(tmp_path, clean_env):
     _assert_found(times, EXCERPT_SNAPS, "start of long.wav")
     _assert_found(times, [tail_at + t for t in EXCERPT_SNAPS], "end of long.wav")
     assert long_peak - short_peak < 8, (short_peak, long_peak)
+
+
+# --- the trainer's data scanning -------------------------------------------------------------------
+
+
+def test_trainer_data_scan_skips_every_broken_file_by_name(good_files, tmp_path, caplog):
+    """The same broken files inside a training data folder: each is skipped with a warning that
+    names it (a WAV cut mid-stream too, though libsndfile reads it without error), the good files
+    of every format are loaded."""
+    import logging
+    import shutil
+
+    from trainer.data import load_clip_bank, scan_data
+
+    root = tmp_path / "data"
+    (root / "snap").mkdir(parents=True)
+    (root / "no_snap").mkdir()
+    fixtures = Path(__file__).parent / "fixtures" / "audio"
+    for p in sorted((fixtures / "snap").glob("*.flac"))[:4]:
+        shutil.copy(p, root / "snap" / p.name)
+    for fmt, p in good_files.items():
+        shutil.copy(p, root / "no_snap" / p.name)
+    broken = []
+    for i, (name, make) in enumerate(sorted(BROKEN.items())):
+        p = root / ("snap" if i % 2 else "no_snap") / f"bad_{name}"
+        p.write_bytes(make())
+        broken.append(p)
+    full = good_files[Fmt(".wav", "PCM_16")].read_bytes()
+    cut = root / "no_snap" / "bad_cut_mid_stream.wav"
+    cut.write_bytes(full[: len(full) // 2])
+    broken.append(cut)
+
+    with caplog.at_level(logging.WARNING):
+        manifest = scan_data(root)
+        bank = load_clip_bank(manifest, root, RATE)
+    skipped = {Path(rel).name: reason for rel, reason in bank.skipped}
+    assert set(skipped) == {p.name for p in broken}, sorted(skipped)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    for p in broken:
+        assert sum(str(p) in w for w in warnings) == 1, (p.name, warnings)
+    assert "truncated" in skipped[cut.name]
+    loaded_no_snap = sum(len(v) for v in bank.no_snaps.values())
+    assert loaded_no_snap == len(good_files)
+    assert sum(len(v) for v in bank.snaps.values()) == 4
