@@ -30,9 +30,9 @@ DISHES = FIXTURES / "background" / "dishes.flac"
 class Proc:
     """A subprocess whose stdout lines are read in the background, so a test can wait for one."""
 
-    def __init__(self, args: list[str], env: dict[str, str]):
+    def __init__(self, args: list[str], env: dict[str, str], stdin: bool = False):
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     bufsize=1)
+                                     bufsize=1, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -230,3 +230,31 @@ def test_guided_session_sorts_and_flags(tmp_path: Path, pulse):
     log = json.loads(next(out.glob("guided-session-*.json")).read_text())
     assert [c["has_snap"] for c in log["clips"] if c["kind"] == "snap"] == [True, False]
     assert log["clips"][1]["file"] == f"review/{review[0].name}"
+
+
+def test_clipcheck_flags_a_snap_cut_off_at_the_clip_end():
+    a = read_audio(SNAP_CLIP, sample_rate=16000).samples
+    onset = check_snap_clip(a, 16000).onset
+    x = np.zeros(32000, np.float32)
+    x += np.random.default_rng(1).standard_normal(32000).astype(np.float32) * 1e-3
+    start = 32000 - 320 - onset  # the snap begins 20 ms before the end
+    x[start:] += a[: 32000 - start]
+    chk = check_snap_clip(x, 16000)
+    assert not chk.has_snap and "cut off" in chk.reason
+
+
+def test_guided_session_answers_its_prompts(tmp_path: Path, pulse):
+    """Without --yes each step waits for an answer: Enter starts it, s skips it, q ends the session."""
+    out = tmp_path / "me"
+    p = Proc([*SNAP_TRAIN, "record", str(out), "--guided", "--countdown", "1", "--snaps", "2",
+              "--room-seconds", "1.5", "--seconds", "1.5", "--rate", "16000"], env=pulse.env, stdin=True)
+    p.proc.stdin.write("\ns\nq\n")
+    p.proc.stdin.flush()
+    p.expect("[1/3] SNAP now")
+    player = pulse.play(SNAP_CLIP)
+    rc, stdout, stderr = p.finish()
+    player.wait(10)
+    assert rc == 0, stderr
+    assert "Step 2/3: double snaps" in stdout and "Step 3/3" in stdout and "[2/3]" not in stdout
+    assert len(assert_complete_clips(out / "snap", 16000, 1.5)) == 1
+    assert not list((out / "no_snap").iterdir()) and not list((out / "review").iterdir())

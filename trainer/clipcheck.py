@@ -24,6 +24,7 @@ MIN_SHARPNESS_DB = 10.0  # peak over the mean envelope in the 100 ms before the 
 _PRE_SECONDS = 0.100
 _PRE_GAP_SECONDS = 0.005  # skip the attack's own lead-in
 _MIN_PRE_SECONDS = 0.020  # with less context before the onset, judge on prominence alone
+MIN_TAIL_SECONDS = 0.050  # a snap starting later than this before the clip's end is cut off
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class ClipCheck:
 
 
 def check_snap_clip(x: np.ndarray, sample_rate: int, min_prominence_db: float = MIN_PROMINENCE_DB,
-                    min_sharpness_db: float = MIN_SHARPNESS_DB) -> ClipCheck:
+                    min_sharpness_db: float = MIN_SHARPNESS_DB,
+                    min_tail_seconds: float = MIN_TAIL_SECONDS) -> ClipCheck:
     """Judge a mono clip that is supposed to contain one snap (or a double snap)."""
     o = find_onset(x, sample_rate)
     if o is None:
@@ -58,4 +60,8 @@ def check_snap_clip(x: np.ndarray, sample_rate: int, min_prominence_db: float = 
             return ClipCheck(False, o.index, o.prominence_db, sharpness,
                              f"loudest sound swells instead of snapping (rises {sharpness:.1f} dB over the "
                              f"100 ms before it, need {min_sharpness_db:.0f})")
+    tail = (len(x) - o.index) / sample_rate
+    if len(x) >= 4 * min_tail_seconds * sample_rate and tail < min_tail_seconds:
+        return ClipCheck(False, o.index, o.prominence_db, sharpness,
+                         f"the snap starts {tail * 1000:.0f} ms before the clip ends: cut off")
     return ClipCheck(True, o.index, o.prominence_db, sharpness, "")
