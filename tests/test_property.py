@@ -392,3 +392,44 @@ def test_chunking_never_changes_events(seed, rate, sizes):
     snaps = [e for e in whole if e[0] == "SnapEvent"]
     assert len(snaps) == len(times)
     assert np.allclose([e[1] for e in snaps], times, atol=0.004)
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from snap_mqtt.model_file import default_model_path, load_model
+
+    return load_model(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def demo_excerpt() -> tuple[np.ndarray, int]:
+    """The demo scene from 6 s to 17 s: its double and triple snaps."""
+    root = Path(__file__).resolve().parent.parent
+    x, rate = sf.read(str(root / "demo" / "demo-scene.flac"), dtype="float32")
+    return x[int(6 * rate):int(17 * rate)], rate
+
+
+def _run_model(model, x: np.ndarray, rate: int, sizes: list[int]) -> list:
+    from snap_mqtt.pipeline import SnapPipeline
+
+    p = SnapPipeline(model, None, input_rate=rate)
+    events = []
+    for block in _chunks(x, sizes):
+        events.extend(p.process(block))
+    events.extend(p.flush())
+    return events
+
+
+@props(8)
+@given(st.lists(st.integers(200, 20000) | st.integers(3, 199), min_size=1, max_size=4).filter(
+    lambda s: sum(s) / len(s) > 150))
+def test_chunking_never_changes_events_of_the_shipped_model(shipped_model, demo_excerpt, sizes):
+    """The real TorchScript model: batches of different sizes may round the last bit of a
+    probability differently (~1e-7), never a decision."""
+    x, rate = demo_excerpt
+    key = lambda es: [(type(e).__name__, e.time, getattr(e, "index", None), getattr(e, "count", None)) for e in es]
+    whole = _run_model(shipped_model, x, rate, [len(x)])
+    got = _run_model(shipped_model, x, rate, sizes)
+    assert key(got) == key(whole)
+    assert np.allclose([e.confidence for e in got], [e.confidence for e in whole], atol=1e-5)
+    assert sum(type(e).__name__ == "GestureEvent" for e in whole) >= 2  # the double and the triple at least
