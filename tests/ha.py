@@ -41,6 +41,10 @@ class HomeAssistantError(RuntimeError):
     pass
 
 
+class HassExited(RuntimeError):
+    """hass ended while we waited for it: no point waiting on (wait_until does not catch it)."""
+
+
 def ha_venv() -> Path:
     """Where scripts/setup-ha.sh puts Home Assistant's own virtual environment."""
     default = Path.home() / ".cache" / "snap-mqtt" / f"ha-{HA_VERSION}"
@@ -190,7 +194,7 @@ class HomeAssistant:
 
     def _http_up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise HomeAssistantError(f"hass exited with {self.proc.returncode}")
+            raise HassExited(f"hass exited with code {self.proc.returncode}")
         status, _ = self.request("GET", "/api/onboarding", auth=False)
         return status == 200
 
