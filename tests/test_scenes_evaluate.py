@@ -139,6 +139,14 @@ def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
         s.add(rec.snaps, d.snaps)
         assert ours["by_kind"][rec.kind]["snaps"]["tp"] == s.tp
         assert ours["by_kind"][rec.kind]["snaps"]["fp"] == s.fp
+    # the sweep's other thresholds (replayed probabilities) equal a direct run at that threshold
+    direct = SnapScore()
+    for rec in load_recordings(scenes):
+        if rec.role == "scene":
+            d = run_pipeline(model, spec, 0.9, read_audio(rec.file).samples, rec.sample_rate, block_seconds=0.25)
+            direct.add(rec.snaps, d.snaps)
+    p09 = next(p for p in ours["sweep"] if p["threshold"] == 0.9)
+    assert (p09["recall"], p09["precision"]) == (pytest.approx(direct.recall), pytest.approx(direct.precision))
     # a second run never overwrites the first
     assert cli.main(args[:-4] + ["--sweep", "0.5", "--baselines", "none"]) == 0
     assert (tmp_path / "eval-2" / "evaluation.json").is_file()

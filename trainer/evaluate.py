@@ -82,47 +82,76 @@ def load_recordings(scenes_dir: Path) -> list[Recording]:
 # our detector: the listener's SnapPipeline, with recorded / replayed window probabilities
 
 class RecordingScorer:
-    """Scores windows with the model and keeps every batch's probabilities, in call order."""
+    """Scores windows with the model and keeps every probability, in window order."""
 
     def __init__(self, model: Any):
         import torch
 
         self._torch = torch
         self.model = model
-        self.calls: list[np.ndarray] = []
+        self.probs: list[np.ndarray] = []
         self.cpu_seconds = 0.0
 
     def __call__(self, wins: np.ndarray) -> np.ndarray:
-        t0 = time.process_time()
+        t0 = time.thread_time()  # (process_time is slow here: it sums over all of torch's threads)
         p = self.model.predict(self._torch.from_numpy(np.array(wins))).float().numpy()
-        self.cpu_seconds += time.process_time() - t0
-        self.calls.append(p)
+        self.cpu_seconds += time.thread_time() - t0
+        self.probs.append(p)
         return p
 
 
 class ReplayScorer:
-    def __init__(self, calls: list[np.ndarray]):
-        self.calls, self.i = calls, 0
+    """Gives back recorded probabilities in window order, whatever the batching."""
+
+    def __init__(self, probs: list[np.ndarray]):
+        self.flat = np.concatenate(probs) if probs else np.zeros(0)
+        self.i = 0
 
     def __call__(self, wins: np.ndarray) -> np.ndarray:
-        p = self.calls[self.i]
+        p = self.flat[self.i:self.i + len(wins)]
         if len(p) != len(wins):
-            raise RuntimeError("replayed scores do not match the windows (chunking changed between passes)")
-        self.i += 1
+            raise RuntimeError("replayed scores do not match the windows")
+        self.i += len(wins)
         return p
 
 
+class _Tap:
+    """Wraps the pipeline's streaming resampler and keeps its output (the model-rate audio)."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.out = inner, []
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        y = self.inner.process(x)
+        self.out.append(y)
+        return y
+
+    def flush(self) -> np.ndarray:
+        y = self.inner.flush()
+        self.out.append(y)
+        return y
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
 def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: int,
-                 block_seconds: float = 0.1) -> Detections:
+                 block_seconds: float = 0.1, tap: list | None = None) -> Detections:
+    """Feed `x` (at `rate`) through a SnapPipeline in blocks; `tap` (a list) receives the
+    model-rate audio the pipeline's resampler produced."""
     from snap_mqtt.events import GestureEvent, SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
     pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold), input_rate=rate, spec=spec)
+    if tap is not None:
+        pipe.resampler = _Tap(pipe.resampler)
     events = []
     step = max(1, int(block_seconds * rate))
     for i in range(0, len(x), step):
         events.extend(pipe.process(x[i:i + step]))
     events.extend(pipe.flush())
+    if tap is not None:
+        tap.append(np.concatenate(pipe.resampler.out) if pipe.resampler.out else np.zeros(0, np.float32))
     snaps = [e for e in events if isinstance(e, SnapEvent)]
     gestures = [e for e in events if isinstance(e, GestureEvent)]
     return Detections([s.time for s in snaps], [Gesture.of([s.time for s in g.snaps], g.count) for g in gestures],
@@ -190,19 +219,23 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     from snap_mqtt.detector import WindowSpec
 
     spec = WindowSpec.from_metadata(model.metadata)
-    recorders = []
+    recorders, model_audio, first = [], [], []
     t0, c0 = time.monotonic(), time.process_time()
-    ops = None
     for i, r in enumerate(recs):
         rec = RecordingScorer(model)
-        run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds)
+        first.append(run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds, tap=model_audio))
         recorders.append(rec)
     wall, cpu = time.monotonic() - t0, time.process_time() - c0
     audio_s = sum(r.seconds for r in recs)
+    rate = spec.sample_rate
     sweep = []
+    ops = None
     for t in sorted(set(thresholds) | {operating}):
-        dets = [run_pipeline(ReplayScorer(rec.calls), spec, t, audio[i], r.sample_rate, block_seconds)
-                for i, (r, rec) in enumerate(zip(recs, recorders))]
+        if t == operating:  # the real run, resampler and all
+            dets = first
+        else:  # the same model-rate audio and probabilities: the windows do not depend on the threshold
+            dets = [run_pipeline(ReplayScorer(rec.probs), spec, t, y, rate, block_seconds=1.0)
+                    for rec, y in zip(recorders, model_audio)]
         res = score(recs, dets)
         sweep.append(sweep_point(t, res))
         if t == operating:
