@@ -258,3 +258,35 @@ def test_guided_session_answers_its_prompts(tmp_path: Path, pulse):
     assert "Step 2/3: double snaps" in stdout and "Step 3/3" in stdout and "[2/3]" not in stdout
     assert len(assert_complete_clips(out / "snap", 16000, 1.5)) == 1
     assert not list((out / "no_snap").iterdir()) and not list((out / "review").iterdir())
+
+
+def test_consecutive_clips_have_no_gap(tmp_path: Path, pulse):
+    """Speech played into the sink while 1 s clips are recorded: put back together, the clips line up
+    with the played file at one single offset (a gap or an overlap between clips would shift it)."""
+    from scipy.signal import correlate
+
+    speech = FIXTURES / "background" / "speech.flac"
+    out = tmp_path / "clips"
+    p = record(out, pulse, "--seconds", "1", "--rate", "16000", "--count", "4")
+    p.expect("Ctrl-C to stop")
+    player = pulse.play(speech)
+    rc, stdout, stderr = p.finish()
+    player.terminate()
+    player.wait(10)
+    assert rc == 0, stderr
+    clips = sorted(out.iterdir(), key=lambda c: uuid.UUID(c.stem).time)  # uuid1: recording order
+    y = np.concatenate([sf.read(str(c), dtype="float32")[0] for c in clips])
+    x = np.concatenate([np.zeros(5 * 16000, np.float32), sf.read(str(speech), dtype="float32")[0]])
+    lag = int(np.argmax(correlate(x, y, mode="valid")))
+    lags = []
+    for k in range(4):
+        seg = y[k * 16000:(k + 1) * 16000]
+        if np.abs(seg).max() < 0.01:
+            continue  # before the speech started
+        lo = lag + k * 16000 - 800
+        c = correlate(x[lo:lo + 16000 + 1600], seg, mode="valid")
+        j = int(np.argmax(c))
+        ref = x[lo + j:lo + j + 16000]
+        assert c[j] / np.sqrt((seg ** 2).sum() * (ref ** 2).sum()) > 0.9
+        lags.append(lo + j - k * 16000)
+    assert len(lags) >= 2 and len(set(lags)) == 1, lags
