@@ -237,9 +237,11 @@ class WindowSpec:
     window_samples: int = 4000
     onset_min: int = 1440
     onset_max: int = 3360
-    # onsets this close outside [onset_min, onset_max] are ambiguous: never used as negatives
-    margin_early: int = 160
-    margin_late: int = 320
+    # onsets this close outside [onset_min, onset_max] are never used as negatives: the detector
+    # localises the onset itself, so firing a little early or late is harmless, and training on
+    # such near-misses only blurs the line that matters (snap or no snap)
+    margin_early: int = 480
+    margin_late: int = 640
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ class MixConfig:
     neg_early: float = 0.2  # snap just starting (too little heard yet)
     neg_late: float = 0.2  # snap older than the positive region (tail, or whole snap early on)
     p_background_mix: float = 0.6  # add a training background at random SNR
-    snr_db: tuple[float, float] = (-3.0, 30.0)
+    snr_db: tuple[float, float] = (0.0, 30.0)
     gain_db: tuple[float, float] = (-18.0, 6.0)
     p_band_limit: float = 0.5
     p_second_snap: float = 0.2  # an earlier snap of a double snap in the window too

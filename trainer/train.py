@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-spec-augment", action="store_true", help="disable SpecAugment masks")
     parser.add_argument("--no-augment", action="store_true",
                         help="disable gain / band-limit augmentation (snaps are still mixed into backgrounds)")
+    parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
+    parser.add_argument("--channels", type=str, default=None,
+                        help="ConvNet channels, comma-separated (default: 8,16,32,64)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -260,7 +263,15 @@ def run(args) -> int:
         spec = window_spec_of(base_meta)
         print(f"starting from {args.init} ({base_meta.architecture})")
     else:
-        mcfg = ModelConfig()
+        overrides: dict[str, Any] = {}
+        if args.n_mels:
+            overrides["n_mels"] = args.n_mels
+        if args.channels:
+            try:
+                overrides["channels"] = tuple(int(c) for c in args.channels.split(","))
+            except ValueError:
+                raise UsageError(f"--channels {args.channels!r}: expected integers such as 8,16,32,64") from None
+        mcfg = ModelConfig(**overrides)
         net = SnapNet(mcfg)
         spec = WindowSpec(sample_rate=mcfg.sample_rate, window_samples=mcfg.window_samples)
     mix = MixConfig(augment=not args.no_augment)
