@@ -198,29 +198,33 @@ class Calibration:
 
 def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], hours: float,
                         target_per_hour: float, merge_windows: int = 1,
-                        grid: np.ndarray | None = None, fallback: float = 0.5) -> Calibration:
+                        grid: np.ndarray | None = None, fallback: float = 0.5,
+                        min_recall: float = 0.9) -> Calibration:
     """The threshold that keeps false triggers on the held-back room audio within
     `target_per_hour` and, among those, finds the most held-back snaps; of the thresholds that
-    tie, the one in the middle (in log-odds), so that neither side sits on the edge."""
+    tie, the one in the middle (in log-odds), so that neither side sits on the edge.
+    When no threshold meets the target, the one with the fewest false triggers among those that
+    still find `min_recall` of the held-back snaps: a threshold that finds no snaps helps nobody."""
     grid = np.round(np.arange(0.02, 0.991, 0.005), 4) if grid is None else grid
     allowed = int(math.floor(target_per_hour * hours))
     peaks = np.asarray(pos_peaks, dtype=float)
-    fts = np.array([sum(count_runs(s, t, merge_windows) for s in neg_scores) for t in grid])
-    rec = np.array([(peaks >= t).mean() if len(peaks) else 1.0 for t in grid])
     if not len(peaks) and not any(len(s) for s in neg_scores):
         return Calibration(fallback, 1.0, 0, allowed, hours, "nothing held back: kept the base threshold")
+    fts = np.array([sum(count_runs(s, t, merge_windows) for s in neg_scores) for t in grid])
+    rec = np.array([(peaks >= t).mean() if len(peaks) else 1.0 for t in grid])
+    note = ""
     ok = fts <= allowed
-    if not ok.any():
-        i = int(np.argmin(fts))
-        return Calibration(float(grid[i]), float(rec[i]), int(fts[i]), allowed, hours,
-                           "no threshold meets the false-trigger target on the held-back audio")
-    best = rec[ok].max()
-    cand = grid[ok & (rec >= best - 1e-12)]
+    if ok.any():
+        cand = grid[ok & (rec >= rec[ok].max() - 1e-12)]
+    else:
+        note = "no threshold meets the false-trigger target on the held-back audio"
+        keep = rec >= min(min_recall, rec.max()) - 1e-12
+        cand = grid[keep & (fts <= fts[keep].min())]
     logit = np.log(cand / (1 - cand))
     t = float(1 / (1 + np.exp(-(logit.min() + logit.max()) / 2)))
     t = float(np.clip(round(t, 4), 0.02, 0.98))
     return Calibration(t, float((peaks >= t).mean()) if len(peaks) else 1.0,
-                       int(sum(count_runs(s, t, merge_windows) for s in neg_scores)), allowed, hours)
+                       int(sum(count_runs(s, t, merge_windows) for s in neg_scores)), allowed, hours, note)
 
 
 # ---------------------------------------------------------------------------------------------
