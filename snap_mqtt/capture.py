@@ -33,6 +33,7 @@ class AudioBlock:
     samples: np.ndarray  # float32 [frames, channels] at sample_rate
     sample_rate: int
     gap_before: bool = False  # audio was lost just before this block: reset the detector
+    gap_seconds: float = 0.0  # how much audio was lost, as far as known (keeps the stream clock)
 
 
 @dataclass(frozen=True)
@@ -50,28 +51,33 @@ class BlockQueue:
     def __init__(self, maxsize: int = 64) -> None:
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._gap = False
+        self._gap_seconds = 0.0
         self.dropped = 0  # blocks lost to a full queue
         self.overflows = 0  # input overflows reported by PortAudio
 
-    def mark_gap(self) -> None:
+    def mark_gap(self, seconds: float = 0.0) -> None:
         self._gap = True
+        self._gap_seconds += max(0.0, seconds)
 
     def offer(self, samples: np.ndarray, sample_rate: int) -> bool:
-        block = AudioBlock(samples, sample_rate, gap_before=self._gap)
+        block = AudioBlock(samples, sample_rate, gap_before=self._gap, gap_seconds=self._gap_seconds)
         try:
             self._q.put_nowait(block)
         except queue.Full:
             self.dropped += 1
             self._gap = True
+            self._gap_seconds += len(samples) / sample_rate
             return False
         self._gap = False
+        self._gap_seconds = 0.0
         return True
 
     def put(self, item: AudioBlock | AudioEnd, stop: threading.Event | None = None) -> bool:
         """Blocking put; gives up (False) once `stop` is set."""
         if isinstance(item, AudioBlock) and self._gap:
-            item = AudioBlock(item.samples, item.sample_rate, gap_before=True)
+            item = AudioBlock(item.samples, item.sample_rate, gap_before=True, gap_seconds=self._gap_seconds)
             self._gap = False
+            self._gap_seconds = 0.0
         while True:
             try:
                 self._q.put(item, timeout=0.1)
@@ -194,6 +200,7 @@ class MicSource:
         self.stall_seconds = stall_seconds
         self.retry_max_delay = retry_max_delay
         self._last_block = 0.0
+        self._lost_at: float | None = None  # when audio stopped flowing (for the gap length)
         self._blocks = 0
         self._state = ""
         self.opened_rate: int | None = None
@@ -203,6 +210,9 @@ class MicSource:
         if status.input_overflow:
             self.out.overflows += 1
             self.out.mark_gap()
+        if self._lost_at is not None:  # first block after a lost stream: the gap is the wall time
+            self.out.mark_gap(time.monotonic() - self._lost_at - frames / (self.opened_rate or self.wanted_rate))
+            self._lost_at = None
         self.out.offer(indata.copy(), self.opened_rate or self.wanted_rate)
         self._last_block = time.monotonic()
         self._blocks += 1
@@ -267,6 +277,8 @@ class MicSource:
             if up:
                 up = False
                 self.on_state(False)
+            if self._lost_at is None:
+                self._lost_at = self._last_block or time.monotonic()
             self.out.mark_gap()
             if stop.is_set():
                 break

@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
         print("snap-mqtt listen: error: --speed only applies with --input FILE", file=sys.stderr)
         return 2
 
+    if settings.model_path is not None and not settings.model_path.is_file():
+        # the same error load_model gives, without the seconds of importing torch first
+        what = "model path is not a file" if settings.model_path.exists() else "model file not found"
+        print(f"snap-mqtt listen: error: {settings.model_path}: {what}", file=sys.stderr)
+        return 2
+
     import torch
 
     torch.set_num_threads(1)  # one snap window at a time: more threads only add overhead

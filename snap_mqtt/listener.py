@@ -220,9 +220,9 @@ class Listener:
             if p.threshold != self._threshold:
                 p.set_threshold(self._threshold)
         if block.gap_before:
-            log.warning("audio gap (%d block(s) dropped so far, %d input overflow(s)): detector reset",
-                        self.queue.dropped, self.queue.overflows)
-            self._publish(p.reset())
+            log.warning("audio gap of %.2f s (%d block(s) dropped so far, %d input overflow(s)): detector reset",
+                        block.gap_seconds, self.queue.dropped, self.queue.overflows)
+            self._publish(p.reset(block.gap_seconds))
         self._publish(p.process(block.samples))
         if self._clips:
             self._save_due_clips()

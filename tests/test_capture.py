@@ -70,6 +70,7 @@ def test_block_queue_counts_overflow_and_marks_the_gap():
     assert q.offer(blk, 16000)
     after = q.get(0.1)
     assert after.gap_before  # the consumer resets the detector here
+    assert after.gap_seconds == pytest.approx(20 / 16000)  # the stream clock skips what was lost
     assert q.offer(blk, 16000) and not q.get(0.1).gap_before
     assert q.get(0.05) is None
 
