@@ -289,3 +289,20 @@ def test_unreadable_ca_file_is_a_clear_error(tmp_path):
     bad.write_text("this is not a certificate")
     with pytest.raises(MqttConfigError, match="ca.pem"):
         MqttLink(MqttOptions(tls=True, ca_certs=str(bad)), Topics(NODE), "test")
+
+
+def test_wrong_password_is_logged_once_and_retried(secure_broker, caplog):
+    caplog.set_level(logging.INFO, logger="snap_mqtt")
+    before = secure_broker.connections_on(secure_broker.port)
+    link = MqttLink(MqttOptions(host="127.0.0.1", port=secure_broker.port, username="snap",
+                                password="not-the-password", reconnect_max_delay=1), Topics(NODE), "test")
+    link.start()
+    deadline = time.monotonic() + 15
+    while secure_broker.connections_on(secure_broker.port) < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    link.stop()
+    assert secure_broker.connections_on(secure_broker.port) >= before + 3  # it keeps retrying
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1, refused  # one line per state change, not one per retry
+    assert "mqtt.password" in refused[0]
+    assert "not-the-password" not in caplog.text
