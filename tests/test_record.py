@@ -290,3 +290,16 @@ def test_consecutive_clips_have_no_gap(tmp_path: Path, pulse):
         assert c[j] / np.sqrt((seg ** 2).sum() * (ref ** 2).sum()) > 0.9
         lags.append(lo + j - k * 16000)
     assert len(lags) >= 2 and len(set(lags)) == 1, lags
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 500), st.lists(st.floats(0.01, 10), min_size=1, max_size=8))
+def test_allocate_is_proportional_and_exact(total: int, weights: list[float]):
+    parts = allocate(total, weights)
+    assert sum(parts) == total and all(p >= 0 for p in parts)
+    for p, w in zip(parts, weights):
+        assert abs(p - total * w / sum(weights)) < 1 + 1e-9
