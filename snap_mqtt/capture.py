@@ -147,7 +147,11 @@ def choose_format(device: int | None, wanted_rate: int, channels: int | None,
     device supports it, else the device's default rate (the pipeline resamples)."""
     import sounddevice as sd
 
-    info = sd.query_devices(device, "input")
+    try:
+        info = sd.query_devices(device, "input")
+    except (ValueError, sd.PortAudioError) as exc:
+        which = "no default input device" if device is None else f"input device {device}"
+        raise AudioDeviceError(f"{which}: {exc} (no microphone found? see `snap-mqtt devices`)") from None
     max_ch = int(info["max_input_channels"])
     ch = channels or 1
     if ch > max_ch:
