@@ -422,7 +422,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{folder}: exists and is not a folder")
     sd = _import_sounddevice()
     device = resolve_input_device(sd, args.device)
-    info = sd.query_devices(device if device is not None else sd.default.device[0], "input")
+    try:
+        info = sd.query_devices(device if device is not None else sd.default.device[0], "input")
+    except Exception as exc:  # no default input configured (index -1), or it vanished
+        raise UsageError(f"no usable default input ({exc}); pick one with --device. "
+                         f"Available input devices:\n{describe_inputs(sd)}") from None
     rate = int(args.rate or info["default_samplerate"])
     if rate <= 0:
         raise UsageError(f"--rate must be positive (got {rate})")
