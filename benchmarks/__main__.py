@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=default_model_path())
-    ap.add_argument("--seed-model", type=Path, default=ROOT / "runs" / "baselines" / "seed-baseline.pt",
+    ap.add_argument("--seed-model", type=Path, default=ROOT / "benchmarks" / "seed-baseline.pt",
                     help="the seed baseline (python -m trainer.baselines train-seed); skipped if absent")
     ap.add_argument("--scenes", type=Path, default=None,
                     help="play 16 kHz scenes from this folder for the latency run (default: the demo recording x3)")
