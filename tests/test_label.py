@@ -259,6 +259,17 @@ def test_interactive_label_plays_the_clip(inbox: Path, pulse):
     assert np.abs(heard).max() > 0.01
 
 
+def test_interactive_label_leaves_a_corrupt_clip_alone(inbox: Path):
+    (inbox / "a-broken.flac").write_bytes(b"fLaC" + bytes(100))
+    t = Term(label_cmd(inbox, "--no-play"))
+    t.expect("[7 left] a-broken.flac: unreadable")
+    t.expect("left in place")
+    t.expect("[6 left] c0.flac")
+    t.key("q")
+    assert t.wait() == 0
+    assert (inbox / "a-broken.flac").read_bytes() == b"fLaC" + bytes(100)
+
+
 @pytest.mark.parametrize("point", ["after-journal", "mid-move"])
 def test_killed_mid_move_loses_nothing_and_resumes(inbox: Path, point: str):
     before = all_audio(inbox)
@@ -327,17 +338,19 @@ def test_auto_mode_sorts_confident_clips_with_the_shipped_model(tmp_path: Path):
                 shutil.copy(p, box / p.name)
                 truth[p.name] = label
     assert len(truth) >= 16
+    (box / "broken.flac").write_bytes(b"fLaC" + bytes(100))  # a corrupt clip: reported, left alone
     before = all_audio(box)
     r = subprocess.run(label_cmd(box, "--auto", "--snap-above", "0.9", "--no-snap-below", "0.1"),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "broken.flac" in r.stderr and "1 unreadable" in r.stdout and (box / "broken.flac").exists()
     scores = {}
     for line in r.stdout.splitlines():
         if line.startswith("[") and ": " in line:
             name, rest = line.split("] ", 1)[1].split(": ", 1)
             scores[name] = float(rest.split()[0])
     assert set(scores) == set(truth)
-    where = {p.name: p.parent.name for p in box.rglob("*.flac")}
+    where = {p.name: p.parent.name for p in box.rglob("*.flac") if p.name != "broken.flac"}
     for name, s in scores.items():  # each clip went where its printed score says
         want = "snap" if s >= 0.9 else "no_snap" if s <= 0.1 else "inbox"
         assert where[name] == want, (name, s, where[name])
@@ -354,4 +367,4 @@ def test_auto_mode_sorts_confident_clips_with_the_shipped_model(tmp_path: Path):
     r = subprocess.run(label_cmd(box, "--undo", str(moved + 1)), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "nothing (more) to undo" in r.stdout
-    assert sorted(p.name for p in box.glob("*.flac")) == sorted(truth)
+    assert sorted(p.name for p in box.glob("*.flac")) == sorted([*truth, "broken.flac"])

@@ -514,6 +514,11 @@ def _run_interactive(args: argparse.Namespace, folder: Path, out: Path, journal:
             while i < len(queue):
                 clip = queue[i]
                 info, audio = _describe(clip)
+                if audio is None:  # corrupt or empty: not something to train on, and never deleted
+                    print(f"[{len(queue) - i} left] {clip.name}: {info}; left in place", flush=True)
+                    counts["skip"] += 1
+                    i += 1
+                    continue
                 print(f"[{len(queue) - i} left] {clip.name}: {info}   (s/n/k/r/u/q)", flush=True)
                 player.play(audio)
                 while True:
