@@ -289,6 +289,7 @@ class Interrupts:
         self.count = 0
         self.terminate = False
         self.waiting_input = False
+        self._announced = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "Interrupts":
@@ -306,7 +307,12 @@ class Interrupts:
             self.terminate = True
         if self.waiting_input:
             raise KeyboardInterrupt
-        if self.count == 1 and not self.terminate:
+        # no printing here: the handler may interrupt a print in progress (a reentrant write fails)
+
+    def announce(self) -> None:
+        """Say once, from the main loop, what the first Ctrl-C does."""
+        if self.count == 1 and not self.terminate and not self._announced:
+            self._announced = True
             _say("\nCtrl-C: finishing the clip in flight (Ctrl-C again to discard it)")
 
     @property
@@ -392,6 +398,7 @@ def record_clip(cap: Capture, cutter: ClipCutter, stop: Interrupts,
                 progress: Callable[[int], None] | None = None) -> np.ndarray | None:
     """Collect exactly one clip from the stream; None when it was discarded (second Ctrl-C)."""
     for block in cap.blocks():
+        stop.announce()
         if stop.discard:
             cutter.discard()
             return None
