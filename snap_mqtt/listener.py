@@ -153,7 +153,7 @@ class Listener:
             self.link.flush(timeout=min(3.0, self.settings.max_event_age))
         self.link.stop(timeout=0.8)
         s = self.link.stats
-        log.info("stopped: %d event(s) published (%d late after a reconnect), %d dropped as older than %.1f s, "
+        log.info("stopped: %d event(s) published (%d of them queued while not connected), %d dropped as older than %.1f s, "
                  "%d audio block(s) dropped, %d input overflow(s)", s.published, s.delivered_late, s.dropped_stale,
                  self.settings.max_event_age, self.queue.dropped, self.queue.overflows)
         return 0

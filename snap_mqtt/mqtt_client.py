@@ -420,7 +420,7 @@ class MqttLink:
             else:
                 stale += 1
         self.stats.delivered_late += sent
-        log.info("MQTT: after reconnect delivered %d queued event(s), dropped %d older than %.1f s",
+        log.info("MQTT: connected: sent %d queued event(s), dropped %d older than %.1f s",
                  sent, stale, self.max_event_age)
 
 
