@@ -306,3 +306,38 @@ def test_wrong_password_is_logged_once_and_retried(secure_broker, caplog):
     assert len(refused) == 1, refused  # one line per state change, not one per retry
     assert "mqtt.password" in refused[0]
     assert "not-the-password" not in caplog.text
+
+
+def test_outbox_is_bounded_and_drops_stale_events(broker):
+    """While the broker is out of reach, events wait in a bounded outbox; on connect the young ones
+    go out in order, the ones older than max_event_age and the overflow are dropped and counted."""
+    proxy = Proxy(broker.port)  # blocked: the link cannot reach the broker yet
+    rec = Recorder(broker.port, [f"{T}/snap"])
+    link = MqttLink(MqttOptions(host="127.0.0.1", port=proxy.port, reconnect_max_delay=1), Topics(NODE), "test",
+                    max_event_age=MAX_AGE, outbox_size=4)
+    link.start()
+    try:
+        for n in range(6):
+            link.publish_event(f"{T}/snap", {"n": n})
+        assert link.stats.dropped_overflow == 2  # n=0 and n=1 pushed out by the bound
+        proxy.unblock()
+        rec.wait_for(lambda ms: len(ms) >= 4 or None, 15, "the queued events")
+        time.sleep(0.3)
+        assert [m.json()["n"] for m in rec.snapshot()] == [2, 3, 4, 5]
+
+        # cut again: a stale event is dropped at reconnect, a young one sent
+        proxy.block()
+        deadline = time.monotonic() + 10
+        while link.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        link.publish_event(f"{T}/snap", {"n": 6}, created=time.monotonic() - MAX_AGE - 1)
+        link.publish_event(f"{T}/snap", {"n": 7})
+        proxy.unblock()
+        rec.wait_for(lambda ms: len(ms) >= 5 or None, 15, "the young event")
+        time.sleep(0.5)
+        assert [m.json()["n"] for m in rec.snapshot()] == [2, 3, 4, 5, 7]
+        assert link.stats.dropped_stale == 1
+    finally:
+        link.stop()
+        proxy.block()
+        rec.close()
