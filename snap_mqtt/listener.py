@@ -96,6 +96,8 @@ class Listener:
                                     on_state=self.link.set_audio_up)
         self._threads: list[threading.Thread] = []
         self._signalled = False
+        self._errors = 0
+        self._last_error_log = -1e9
 
     # ---- controls (called from paho's thread) ------------------------------------------------------
     def _controls(self) -> tuple[bool, float]:
@@ -165,6 +167,10 @@ class Listener:
                 self.source.run(self.stop_event)
                 return
             except Exception:  # MicSource retries by itself; anything else is logged and retried
+                if self.input_file is not None:
+                    log.exception("replay of %s failed", self.input_file)
+                    self.done.set()  # a file is not replayed twice
+                    return
                 log.exception("audio thread failed; restarting it")
                 self.queue.mark_gap()
                 self.stop_event.wait(1.0)
@@ -183,7 +189,12 @@ class Listener:
                     return
                 self._process(item)
             except Exception:  # one bad block or publish must not end detection
-                log.exception("error while processing audio; resetting the detector and going on")
+                self._errors += 1
+                now = time.monotonic()
+                if now - self._last_error_log >= 60.0:  # a traceback, then at most one line a minute
+                    self._last_error_log = now
+                    log.exception("error while processing audio (%d so far); resetting the detector and "
+                                  "going on", self._errors)
                 if self.pipeline is not None:
                     try:
                         self.pipeline.reset()
