@@ -80,6 +80,24 @@ def make_energy_model(path: Path, threshold: float = 0.5) -> Path:
     return save_model(module, metadata(threshold), path)
 
 
+class GlitchyModel(torch.nn.Module):
+    """The energy model, except that it fails (raises) on any window with a sample above 0.9:
+    a crash in the detection part, produced for real inside the model."""
+
+    def __init__(self, inner: EnergySnapModel):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.abs().amax() > 0.9):
+            raise RuntimeError("glitch: sample above 0.9")
+        return self.inner(x)
+
+
+def make_glitchy_model(path: Path) -> Path:
+    return save_model(script(GlitchyModel(EnergySnapModel(1440, 3360))), metadata(version="test-glitchy"), path)
+
+
 def make_never_model(path: Path) -> Path:
     return save_model(script(NeverModel()), metadata(version="test-never"), path)
 
@@ -103,7 +121,7 @@ def make_scaled_model(path: Path, gain: float = 0.7) -> Path:
 
 
 def make_scene(path: Path, snap_times: list[float], seconds: float, rate: int = 16000,
-               noise_db: float = -60.0, seed: int = 0) -> Path:
+               noise_db: float = -60.0, seed: int = 0, glitch_at: float | None = None) -> Path:
     """A recording with committed snap fixtures placed so their onsets fall at `snap_times`, in
     quiet noise: the energy stand-in model hears exactly those snaps."""
     import numpy as np
@@ -129,6 +147,9 @@ def make_scene(path: Path, snap_times: list[float], seconds: float, rate: int = 
         seg = seg.copy()
         seg[:len(ramp)] *= ramp
         x[start:end] += seg[: end - start]
+    if glitch_at is not None:  # 50 ms of near full-scale noise
+        a = int(glitch_at * rate)
+        x[a:a + int(0.05 * rate)] = rng.uniform(-0.95, 0.95, int(0.05 * rate)).astype(np.float32)
     return write_audio_atomic(path, x, rate)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from listener_support import (ListenerProc, Proxy, Recorder, age_on_arrival, event_times, make_energy_model,
-                              make_never_model, make_scene)
+                              make_glitchy_model, make_never_model, make_scene)
 from services import SINK, Broker, SecureBroker
 from snap_mqtt import cli
 from snap_mqtt.mqtt_client import MqttLink, MqttOptions
@@ -118,7 +118,8 @@ def test_broker_down_at_start_then_network_cut_and_broker_restart(tmp_path, brok
 def test_model_file_replaced_and_sighup_reload_without_restart(tmp_path, broker):
     model_path = tmp_path / "model.pt"
     make_never_model(model_path)
-    scene = make_scene(tmp_path / "scene.flac", [1.0 + 1.0 * k for k in range(40)], 42.0)
+    glitch = 20.0  # audio seconds: well after the steps before it, even on a busy machine
+    scene = make_scene(tmp_path / "scene.flac", [1.0 + 1.0 * k for k in range(40)], 42.0, glitch_at=glitch)
     secret = "hunter2-secret-pw"
     rec = Recorder(broker.port, [f"{T}/#"])
     proc = ListenerProc(["--input", str(scene), "--model", str(model_path), "--host", "127.0.0.1",
@@ -143,14 +144,21 @@ def test_model_file_replaced_and_sighup_reload_without_restart(tmp_path, broker)
         broken = time.monotonic()
         rec.wait_for(lambda ms: rec.on(f"{T}/snap", since=broken + 0.5), 10, "snaps after a bad reload")
 
-        # SIGHUP reloads on demand
-        make_energy_model(model_path)
+        # SIGHUP reloads on demand (a model that crashes on loud windows: see below)
+        make_glitchy_model(model_path)
         _wait_log(proc, "model reloaded", count=2, timeout=10)
         proc.signal(signal.SIGHUP)
         _wait_log(proc, "received SIGHUP")
         _wait_log(proc, "model reloaded", count=3, timeout=10)
         hup = time.monotonic()
         rec.wait_for(lambda ms: rec.on(f"{T}/snap", since=hup), 10, "snaps after SIGHUP")
+
+        # a crash inside detection (the model raises on the loud glitch) is logged and survived
+        _wait_log(proc, "error while processing audio", timeout=glitch + 10)
+        assert "glitch: sample above 0.9" in proc.log
+        crashed = time.monotonic()
+        rec.wait_for(lambda ms: [m for m in rec.on(f"{T}/snap", since=crashed) if m.json()["time"] > glitch + 0.5],
+                     10, "snaps after the crash")
         assert proc.proc.poll() is None and proc.proc.pid == pid  # never restarted
         proc.signal(signal.SIGTERM)
         assert proc.wait(5) == 0
