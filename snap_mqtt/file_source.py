@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from snap_mqtt.audio_io import AudioFileError
+from snap_mqtt.audio_io import MAX_RATE, MIN_RATE, AudioFileError
 from snap_mqtt.capture import AudioBlock, AudioEnd, BlockQueue
 
 log = logging.getLogger("snap_mqtt.file_source")
@@ -42,6 +42,9 @@ class FileSource:
             raise AudioFileError(f"{self.path}: unreadable or unsupported audio ({exc})") from None
         if self.frames <= 0 or self.sample_rate <= 0:
             raise AudioFileError(f"{self.path}: no audio samples")
+        if not MIN_RATE <= self.sample_rate <= MAX_RATE:  # a corrupt header: 1 Hz would resample forever
+            raise AudioFileError(f"{self.path}: implausible sample rate {self.sample_rate} Hz "
+                                 f"(supported: {MIN_RATE}-{MAX_RATE} Hz)")
 
     @property
     def seconds(self) -> float:
