@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -416,3 +417,45 @@ def test_trainer_data_scan_skips_every_broken_file_by_name(good_files, tmp_path,
     loaded_no_snap = sum(len(v) for v in bank.no_snaps.values())
     assert loaded_no_snap == len(good_files)
     assert sum(len(v) for v in bank.snaps.values()) == 4
+
+
+# --- `listen --input` on the same broken files -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_replay_source_rejects_or_ends_cleanly_on_broken_files(tmp_path, name):
+    """`listen --input`'s file source: an AudioFileError naming the file at start, or a replay
+    that ends (with what could be read) instead of raising in the audio thread."""
+    import threading
+
+    from snap_mqtt.capture import AudioEnd, BlockQueue
+    from snap_mqtt.file_source import FileSource
+
+    p = tmp_path / name
+    p.write_bytes(BROKEN[name]())
+    q = BlockQueue(maxsize=100000)
+    try:
+        src = FileSource(p, q, speed=0)
+    except AudioFileError as exc:
+        assert str(p) in str(exc) and "\n" not in str(exc)
+        return
+    src.run(threading.Event())
+    items = []
+    while (item := q.get(timeout=0.01)) is not None:
+        items.append(item)
+    assert items and isinstance(items[-1], AudioEnd)
+    for block in items[:-1]:
+        assert np.all(np.isfinite(block.samples))
+
+
+def test_listen_input_with_a_lying_header_is_an_error_at_start(tmp_path):
+    """Before the fix `listen --input` took a WAV "at 1 Hz" and resampled it x16000 for hours."""
+    import sys
+
+    p = tmp_path / "rate1.wav"
+    p.write_bytes(_wav_claiming_rate(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAP_")}
+    r = subprocess.run([sys.executable, "-m", "snap_mqtt.cli", "listen", "--input", str(p), "--port", "1"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 2
+    assert str(p) in r.stderr and "sample rate 1 Hz" in r.stderr and "Traceback" not in r.stderr
