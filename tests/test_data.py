@@ -165,3 +165,40 @@ def test_cli_errors_exit_nonzero_without_traceback(tmp_path):
     existing.write_bytes(b"precious")
     r = _cli("train", "--data", str(FIX), "--out", str(tmp_path / "run3"), "--export", str(existing))
     assert r.returncode == 2 and "--overwrite" in r.stderr and existing.read_bytes() == b"precious"
+
+
+def test_stream_windows_and_hard_negative_mining():
+    from trainer.data import mine_hard_negatives, stream_windows
+
+    x = np.random.default_rng(2).normal(0, 0.01, 16000).astype(np.float32)
+    x[9000] = 0.9  # one click
+    w = stream_windows(x, 4000, 320)
+    assert w.shape == (1 + (16000 - 4000) // 320, 4000)
+    assert np.array_equal(w[3], x[960:4960])
+    assert stream_windows(x[:100], 4000, 320).shape == (0, 4000)
+
+    def loudness(b):  # stands in for a model: "snap probability" = peak level
+        return np.abs(b).max(axis=1)
+
+    hard, info = mine_hard_negatives(loudness, [x, x[:3000]], 4000, 320, min_score=0.5, limit=5)
+    assert info["windows_scored"] == len(w)
+    # every window that holds the click, i.e. starts within 4000 samples before it
+    assert info["above"] == sum(1 for k in range(len(w)) if k * 320 <= 9000 < k * 320 + 4000)
+    assert len(hard) == 5 == info["kept"]
+    assert all(h.shape == (4000,) and np.abs(h).max() == pytest.approx(0.9) for h in hard)
+
+
+def test_sampler_draws_mined_windows_as_negatives(tmp_path):
+    from trainer.data import MixConfig, WindowSampler, WindowSpec
+
+    root = _copy_fixtures(tmp_path / "h")
+    bank = load_clip_bank(scan_data(root), root, 16000)
+    s = WindowSampler(bank, "train", WindowSpec(), MixConfig())
+    marker = np.full(4000, 0.25, dtype=np.float32)
+    s.set_hard_negatives([marker])
+    rng = np.random.default_rng(0)
+    drawn = [s.draw(rng) for _ in range(300)]
+    hard = [(x, y) for x, y, k in drawn if k == "hard"]
+    assert hard and all(y == 0 for _, y in hard)
+    # the mined window itself, at a gain of -6..+3 dB
+    assert all(np.allclose(x / x[0], 1.0) and 0.12 <= x[0] <= 0.36 for x, _ in hard)

@@ -18,7 +18,7 @@ from trainer.splits import split_of
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
-TINY = ["--epochs", "6", "--patience", "6", "--epoch-windows", "512", "--val-windows", "256",
+TINY = ["--epochs", "5", "--patience", "6", "--mine-rounds", "1", "--mine-epochs", "2", "--epoch-windows", "512", "--val-windows", "256",
         "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7"]
 
 # Scores the model in a fresh interpreter that must not import torchaudio: each clip is placed in
@@ -75,6 +75,8 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
         assert 0.0 <= metrics[key] <= 1.0
     history = json.loads((tiny_run / "history.json").read_text())
     assert len(history) >= 1 and all("val_loss" in h and "train_loss" in h for h in history)
+    run = json.loads((tiny_run / "run.json").read_text())
+    assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
     # the manifest records every file with its split
     import pandas as pd
 
@@ -105,7 +107,7 @@ def test_exported_model_runs_without_torchaudio_and_ranks_unseen_snaps_first(tin
 def test_fine_tuning_starts_from_a_model_file(tiny_run, tmp_path):
     out = tmp_path / "tuned"
     rc = snap_train(["train", "--data", str(FIX), "--out", str(out), "--init", str(tiny_run / "model.pt"),
-                     "--epochs", "1", "--epoch-windows", "128", "--val-windows", "64", "--test-windows", "64",
+                     "--epochs", "1", "--mine-rounds", "0", "--epoch-windows", "128", "--val-windows", "64", "--test-windows", "64",
                      "--threads", "1", "--no-progress"])
     assert rc == 0
     run = json.loads((out / "run.json").read_text())

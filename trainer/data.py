@@ -248,12 +248,13 @@ class WindowSpec:
 class MixConfig:
     """How windows are made. Probabilities of each kind of window; SNR and gain ranges."""
 
-    p_positive: float = 0.5
+    p_positive: float = 0.4
     # shares of the negatives
-    neg_no_snap: float = 0.3
-    neg_background: float = 0.3
-    neg_early: float = 0.2  # snap just starting (too little heard yet)
-    neg_late: float = 0.2  # snap older than the positive region (tail, or whole snap early on)
+    neg_no_snap: float = 0.25
+    neg_background: float = 0.45  # speech, music, keyboards...: where false triggers come from
+    neg_early: float = 0.15  # snap just starting (too little heard yet)
+    neg_late: float = 0.15  # snap older than the positive region (tail, or whole snap early on)
+    neg_hard: float = 0.3  # mined windows the model got wrong (only once a pool has been mined)
     p_background_mix: float = 0.6  # add a training background at random SNR
     snr_db: tuple[float, float] = (0.0, 30.0)
     gain_db: tuple[float, float] = (-18.0, 6.0)
@@ -278,10 +279,20 @@ class WindowSampler:
         if not self.snaps or not self.no_snaps:
             raise _usage_error(f"the '{split}' part has no usable snap or no_snap clips "
                                f"({len(self.snaps)} snap, {len(bank.no_snaps[split])} no_snap): add more clips")
-        total = mix.neg_no_snap + mix.neg_background + mix.neg_early + mix.neg_late
+        self.hard: list[np.ndarray] = []  # hard negative windows (mine_hard_negatives), drawn as they are
+        self._weigh()
+
+    def _weigh(self) -> None:
+        mix = self.mix
         bg = mix.neg_background if self.backgrounds else 0.0
-        w = np.array([mix.neg_no_snap + (mix.neg_background - bg), bg, mix.neg_early, mix.neg_late]) / total
+        hard = mix.neg_hard if self.hard else 0.0
+        w = np.array([mix.neg_no_snap + (mix.neg_background - bg), bg, mix.neg_early, mix.neg_late, hard])
         self.neg_weights = w / w.sum()
+
+    def set_hard_negatives(self, windows: list[np.ndarray]) -> None:
+        """Windows the model wrongly scores high (no snap in them): drawn as negatives from now on."""
+        self.hard = [np.asarray(w, dtype=np.float32) for w in windows if len(w) == self.spec.window_samples]
+        self._weigh()
 
     # -- pieces
     def _bed(self, rng: np.random.Generator) -> np.ndarray:
@@ -328,14 +339,18 @@ class WindowSampler:
 
     def negative(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         s = self.spec
-        kind = ("no_snap", "background", "early", "late")[int(rng.choice(4, p=self.neg_weights))]
+        kind = ("no_snap", "background", "early", "late", "hard")[int(rng.choice(5, p=self.neg_weights))]
+        if kind == "hard":
+            x = self.hard[int(rng.integers(len(self.hard)))]
+            # mined at their own level: only a little gain change, no band-limit (keep them hard)
+            return aug.random_gain(x, rng, -6.0, 3.0), kind
         if kind == "no_snap":
             x = self._bed(rng)
             if self.backgrounds and rng.random() < 0.3:
                 x = x + aug.scale_to_snr(aug.rms(x), self._background(rng), rng.uniform(-10, 20))
         elif kind == "background":
             x = self._background(rng)
-            if rng.random() < 0.5:
+            if rng.random() < 0.3:
                 x = x + self._bed(rng)
         elif kind == "early":
             p = int(rng.integers(s.onset_max + s.margin_early, s.window_samples + s.sample_rate // 20))
@@ -386,3 +401,33 @@ def window_dataset(sampler: WindowSampler, epoch_size: int, seed: int):
             return torch.from_numpy(x), torch.tensor(float(y))
 
     return _Windows()
+
+
+def stream_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """All windows of a recording at multiples of hop, as the listener sees it: [N, window] (a view)."""
+    if len(x) < window:
+        return np.zeros((0, window), dtype=np.float32)
+    n = 1 + (len(x) - window) // hop
+    return np.lib.stride_tricks.as_strided(x, shape=(n, window), strides=(x.strides[0] * hop, x.strides[0]))
+
+
+def mine_hard_negatives(score: Callable[[np.ndarray], np.ndarray], recordings: list[np.ndarray], window: int,
+                        hop: int, min_score: float = 0.2, limit: int = 4000, rng_seed: int = 0,
+                        batch: int = 1024) -> tuple[list[np.ndarray], dict]:
+    """Run `score` ([B, window] -> [B] probabilities) over every window of recordings that hold no
+    snap (backgrounds, no_snap clips) and keep the windows scoring >= min_score, the highest first
+    (at most `limit`). Returns the windows and a summary (windows scored, share above min_score)."""
+    found: list[tuple[float, np.ndarray]] = []
+    scored = 0
+    for x in recordings:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        w = stream_windows(x, window, hop)
+        for i in range(0, len(w), batch):
+            b = np.ascontiguousarray(w[i:i + batch])
+            p = np.asarray(score(b))
+            scored += len(p)
+            for k in np.nonzero(p >= min_score)[0]:
+                found.append((float(p[k]), b[k].copy()))
+    found.sort(key=lambda t: -t[0])
+    kept = [w for _, w in found[:limit]]
+    return kept, {"windows_scored": scored, "above": len(found), "kept": len(kept), "min_score": min_score}

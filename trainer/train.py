@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     spec_augment: bool = True
-    threshold_beta: float = 1.0
+    threshold_beta: float = 0.5
     hop_samples: int = HOP_SAMPLES
     threads: int = 2
     progress: bool = True
@@ -96,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-spec-augment", action="store_true", help="disable SpecAugment masks")
     parser.add_argument("--no-augment", action="store_true",
                         help="disable gain / band-limit augmentation (snaps are still mixed into backgrounds)")
+    parser.add_argument("--mine-rounds", type=int, default=1,
+                        help="rounds of hard-negative mining over the training backgrounds (default: %(default)s)")
+    parser.add_argument("--mine-epochs", type=int, default=10,
+                        help="epochs of training after each mining round (default: %(default)s)")
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -243,7 +247,7 @@ def run(args) -> int:
     import torch
 
     from trainer import report
-    from trainer.data import MixConfig, WindowSampler, WindowSpec
+    from trainer.data import MixConfig, WindowSampler, WindowSpec, mine_hard_negatives
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
     from trainer.model import ModelConfig, SnapNet, count_parameters
 
@@ -292,6 +296,27 @@ def run(args) -> int:
     test = make_window_set(_held_out_sampler(bank, "test", spec, fixed_mix), cfg.test_windows, cfg.seed + 2)
 
     result = fit(net, train_s, val, cfg, out)
+    mining: list[dict] = []
+    for r in range(args.mine_rounds):
+        # hard negatives: every window of the training backgrounds and no_snap clips, scored as the
+        # listener would score them; the ones the model gets wrong are trained against
+        hard, info = mine_hard_negatives(lambda b: score_windows(result.net, b),
+                                         [*bank.backgrounds["train"], *bank.no_snaps["train"]],
+                                         spec.window_samples, cfg.hop_samples)
+        mining.append(info)
+        print(f"mining round {r + 1}: {info['above']} of {info['windows_scored']} training windows without a snap "
+              f"score >= {info['min_score']}; training against {info['kept']} of them")
+        if not hard:
+            break
+        train_s.set_hard_negatives(hard)
+        cfg_r = replace(cfg, max_epochs=args.mine_epochs, lr=cfg.lr / 2, seed=cfg.seed + 100 * (r + 1))
+        more = fit(result.net, train_s, val, cfg_r, out / f"mining-{r + 1}")
+        offset = result.epochs_run
+        for h in more.history:
+            h["epoch"] += offset
+        result = FitResult(net=more.net, history=result.history + more.history,
+                           best_epoch=more.best_epoch + offset, epochs_run=offset + more.epochs_run,
+                           seconds=result.seconds + more.seconds, checkpoint=more.checkpoint)
     val_scores = score_windows(result.net, val.x)
     threshold = report.calibrate_threshold(val_scores, val.y, beta=cfg.threshold_beta)
     val_metrics = report.binary_metrics(val_scores, val.y, threshold, val.kinds)
@@ -314,7 +339,8 @@ def run(args) -> int:
     training = {"config": asdict(cfg), "mix": asdict(mix), "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run, "fit_seconds": round(result.seconds, 1),
                 "total_seconds": round(t_trained - t_start, 1), "load_seconds": round(t_loaded - t_start, 1),
-                "parameters": count_parameters(result.net), "init": str(args.init) if args.init else None}
+                "parameters": count_parameters(result.net), "init": str(args.init) if args.init else None,
+                "mining": mining}
     meta = build_metadata(result.net.cfg, spec, cfg.hop_samples, threshold, data=data_summary,
                           test_metrics={**test_metrics, "val": val_metrics}, extra={"training": training})
     try:
