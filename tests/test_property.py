@@ -429,3 +429,46 @@ def test_chunking_never_changes_events_of_the_shipped_model(shipped_model, demo_
     assert key(got) == key(whole)
     assert np.allclose([e.confidence for e in got], [e.confidence for e in whole], atol=1e-5)
     assert sum(type(e).__name__ == "GestureEvent" for e in whole) >= 2  # the double and the triple at least
+
+
+# --- damaged model files ------------------------------------------------------------------------
+
+
+@st.composite
+def damaged_model_bytes(draw) -> bytes:
+    from snap_mqtt.model_file import default_model_path
+
+    data = bytearray(default_model_path().read_bytes())
+    kind = draw(st.sampled_from(["flip", "cut", "splice"]))
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 12))):
+            # the zip's directory (at the end) and headers hold the interesting fields
+            pos = draw(st.integers(0, len(data) - 1) | st.integers(max(0, len(data) - 4096), len(data) - 1))
+            data[pos] = draw(st.integers(0, 255))
+    elif kind == "cut":
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    else:
+        pos = draw(st.integers(0, len(data) - 1))
+        data[pos:pos + 64] = draw(st.binary(min_size=64, max_size=64))
+    return bytes(data)
+
+
+@props(25)
+@given(damaged_model_bytes())
+def test_damaged_model_file_is_a_named_error_or_a_working_model(data):
+    """A model file damaged on disk: ModelFileError naming the file, or (damage inside the weights)
+    a model that still runs; never another exception."""
+    import torch
+
+    from snap_mqtt.model_file import ModelFileError, load_model
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "damaged.pt"
+        p.write_bytes(data)
+        try:
+            m = load_model(p)
+        except ModelFileError as exc:
+            assert str(p) in str(exc) and "\n" not in str(exc)
+            return
+        out = m.predict(torch.zeros(2, m.metadata.window_samples))
+        assert tuple(out.shape) == (2,)
