@@ -59,12 +59,22 @@ class SoakTruth:
     gestures: list[tuple[float, int]] = field(default_factory=list)  # (first onset, count)
 
 
-def build_recording(path: Path, minutes: float, every: float, data: Path | None, seed: int = 0) -> tuple[SoakTruth, str]:
-    """Write the soak recording to `path` (16 kHz mono FLAC) block by block; return the truth."""
+def build_recording(path: Path, minutes: float, every: float, data: Path | None, seed: int = 0,
+                    rate: int = RATE, channels: int = 1) -> tuple[SoakTruth, str]:
+    """Write the soak recording to `path` (FLAC, `rate` Hz, `channels`) block by block; return the
+    truth. Mixed at 16 kHz, then streamed through the listener's own resampler (no block edges)."""
     import soundfile as sf
 
     from snap_mqtt.audio_io import AudioFileError, read_audio
     from snap_mqtt.onset import snap_onset
+    from snap_mqtt.resample import StreamingResampler
+
+    rs = StreamingResampler(RATE, rate)
+    gains = np.array([1.0, 0.7, 0.5, 0.85][:channels], dtype=np.float32)
+
+    def emit(out, y: np.ndarray) -> None:
+        y = rs.process(y) if rate != RATE else y
+        out.write(np.clip(y[:, None] * gains[None, :], -1, 1) if channels > 1 else y)
 
     rng = np.random.default_rng(seed)
     bgs, snap_files, desc = _sources(data)
@@ -88,7 +98,7 @@ def build_recording(path: Path, minutes: float, every: float, data: Path | None,
     counts = [1, 2, 3]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    with sf.SoundFile(str(tmp), "w", samplerate=RATE, channels=1, subtype="PCM_16", format="FLAC") as out:
+    with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=channels, subtype="PCM_16", format="FLAC") as out:
         start = 0
         k = 0
         while start < total:
@@ -114,7 +124,7 @@ def build_recording(path: Path, minutes: float, every: float, data: Path | None,
                 filled += take
                 bg_pos += take
             if start + n >= total:  # the last segment holds no gesture: its gap could not close
-                out.write(block[:n])
+                emit(out, block[:n])
                 break
             count = counts[k % 3]
             k += 1
@@ -130,8 +140,11 @@ def build_recording(path: Path, minutes: float, every: float, data: Path | None,
                 block[lo:at + len(clip)] += gain * clip[lo - at:]
                 truth.snaps.append(round(start / RATE + t, 4))
             truth.gestures.append((round(start / RATE + onsets[0], 4), count))
-            out.write(np.clip(block[:n], -1, 1))
+            emit(out, np.clip(block[:n], -1, 1))
             start += n
+        if rate != RATE:
+            emit_tail = rs.flush()
+            out.write(np.clip(emit_tail[:, None] * gains[None, :], -1, 1) if channels > 1 else emit_tail)
     os.replace(tmp, path)
     return truth, desc
 
@@ -296,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=40.0, help="listen --speed (40: an hour in ~1.5 min "
                     "if the CPU keeps up; the replay waits for the detector, never drops)")
     ap.add_argument("--every", type=float, default=20.0, help="one gesture every this many seconds (20)")
+    ap.add_argument("--rate", type=int, default=RATE, help="sample rate of the soak file (16000; e.g. 44100 "
+                    "exercises the listener's resampler)")
+    ap.add_argument("--channels", type=int, default=1, help="channels of the soak file (1)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
                     help="training data folder (eval backgrounds, test snaps); fixtures if absent")
     ap.add_argument("--model", type=Path, default=None, help="model file (default: the shipped one)")
@@ -304,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default WORKDIR/soak-<time>.json)")
     args = ap.parse_args(argv)
 
-    rec = args.workdir / f"soak-{args.minutes:g}min-every{args.every:g}s.flac"
+    rec = args.workdir / f"soak-{args.minutes:g}min-every{args.every:g}s-{args.rate}hz-{args.channels}ch.flac"
     truth_path = rec.with_suffix(".json")
     t = time.monotonic()
     if rec.exists() and truth_path.exists():
@@ -312,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         truth = SoakTruth(raw["seconds"], raw["snaps"], [tuple(g) for g in raw["gestures"]])
         desc = raw["sources"]
     else:
-        truth, desc = build_recording(rec, args.minutes, args.every, args.data if args.data.is_dir() else None)
+        truth, desc = build_recording(rec, args.minutes, args.every, args.data if args.data.is_dir() else None,
+                                      rate=args.rate, channels=args.channels)
         truth_path.write_text(json.dumps({"seconds": truth.seconds, "snaps": truth.snaps,
                                           "gestures": truth.gestures, "sources": desc}))
     print(f"soak recording {rec} ({truth.seconds / 60:.0f} min, {len(truth.snaps)} snaps in "
