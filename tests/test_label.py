@@ -352,6 +352,8 @@ def test_auto_mode_sorts_confident_clips_with_the_shipped_model(tmp_path: Path):
     assert set(scores) == set(truth)
     where = {p.name: p.parent.name for p in box.rglob("*.flac") if p.name != "broken.flac"}
     for name, s in scores.items():  # each clip went where its printed score says
+        if min(abs(s - 0.9), abs(s - 0.1)) < 1e-3:
+            continue  # printed rounded to 3 decimals: too close to a threshold to tell
         want = "snap" if s >= 0.9 else "no_snap" if s <= 0.1 else "inbox"
         assert where[name] == want, (name, s, where[name])
     snaps = [s for n, s in scores.items() if truth[n] == "snap"]
