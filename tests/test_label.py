@@ -10,6 +10,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -128,12 +129,23 @@ def test_unique_path_and_move_never_overwrite(tmp_path: Path):
     assert (b / "x.flac").read_bytes() == b"old" and (a / "y.flac").read_bytes() == b"y"
 
 
-def test_move_across_filesystems_copies_then_removes(tmp_path: Path):
-    """A real second filesystem (tmpfs): the hard link fails with EXDEV and the synced copy path runs."""
+def other_filesystem(tmp_path: Path) -> tuple[Path, object]:
+    """A folder on another filesystem than tmp_path: a fresh tmpfs mount, or where mounting is not
+    permitted, a scratch folder in /dev/shm or /run when those are separate filesystems."""
     mnt = tmp_path / "other-fs"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs here: {r.stderr}"
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode == 0:
+        return mnt, lambda: subprocess.run(["umount", str(mnt)], check=True)
+    for cand in ("/dev/shm", "/run"):
+        if os.path.isdir(cand) and os.access(cand, os.W_OK) and os.stat(cand).st_dev != os.stat(tmp_path).st_dev:
+            d = Path(tempfile.mkdtemp(dir=cand))
+            return d, lambda: shutil.rmtree(d)
+    raise AssertionError("no second filesystem here: cannot mount a tmpfs, and /dev/shm and /run are on the same one")
+
+
+def test_move_across_filesystems_copies_then_removes(tmp_path: Path):
+    """A real second filesystem: the hard link fails with EXDEV and the synced copy path runs."""
+    mnt, cleanup = other_filesystem(tmp_path)
     try:
         src = tmp_path / "c.flac"
         shutil.copy(sorted((FIXTURES / "snap").glob("*.flac"))[0], src)
@@ -146,7 +158,7 @@ def test_move_across_filesystems_copies_then_removes(tmp_path: Path):
         assert digest(mnt / "snap" / "c.flac") == want
         assert [p.name for p in (mnt / "snap").iterdir()] == ["c.flac"]  # no part file left
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        cleanup()
 
 
 def test_journal_recovers_every_interrupted_state(tmp_path: Path):

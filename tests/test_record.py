@@ -30,9 +30,10 @@ DISHES = FIXTURES / "background" / "dishes.flac"
 class Proc:
     """A subprocess whose stdout lines are read in the background, so a test can wait for one."""
 
-    def __init__(self, args: list[str], env: dict[str, str], stdin: bool = False):
+    def __init__(self, args: list[str], env: dict[str, str], stdin: bool = False, preexec=None):
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                     bufsize=1, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+                                     bufsize=1, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     preexec_fn=preexec)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
@@ -176,12 +177,18 @@ def test_ctrl_c_leaves_only_complete_files(tmp_path: Path, pulse, presses: int):
     assert f"done: {len(clips)} clip(s)" in stdout
 
 
+def mount_tmpfs(mnt: Path, size: str) -> bool:
+    """Mount a real tmpfs of `size` at mnt; False where mounting is not permitted (no CAP_SYS_ADMIN)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                          capture_output=True).returncode == 0
+
+
 def test_disk_full_leaves_no_truncated_file(tmp_path: Path, pulse):
     """A real 200 KiB tmpfs: two 1 s clips at 44.1 kHz (88 KB each) fit, the third does not."""
     mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    assert r.returncode == 0, f"cannot mount a tmpfs here: {r.stderr}"
+    if not mount_tmpfs(mnt, "200k"):
+        return check_write_failure_without_mount(tmp_path, pulse)
     try:
         p = record(mnt, pulse, "--seconds", "1", "--rate", "44100", "--count", "5")
         rc, stdout, stderr = p.finish()
@@ -193,6 +200,29 @@ def test_disk_full_leaves_no_truncated_file(tmp_path: Path, pulse):
             assert sf.read(str(c))[0].shape == (44100,)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def check_write_failure_without_mount(tmp_path: Path, pulse) -> None:
+    """Where mounting is not permitted: a real refused write another way. A file-size limit
+    (RLIMIT_FSIZE, SIGXFSZ ignored) below one clip's size makes the kernel fail the write (EFBIG)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    out = tmp_path / "limited"
+    p = Proc([*SNAP_TRAIN, "record", str(out), "--seconds", "1", "--rate", "44100", "--count", "3"],
+             env=pulse.env, preexec=limit)
+    rc, stdout, stderr = p.finish()
+    assert rc == 2
+    assert "cannot write" in stderr and "File too large" in stderr and "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # no clip, no part file
+
+
+def test_write_failure_leaves_no_truncated_file(tmp_path: Path, pulse):
+    """The fallback above, run everywhere so it is known to work where it is needed."""
+    check_write_failure_without_mount(tmp_path, pulse)
 
 
 def test_missing_device_lists_the_inputs(tmp_path: Path, pulse):
