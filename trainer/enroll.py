@@ -15,8 +15,9 @@ Steps:
    negatives), the mined false triggers, and a sample of the shipped training data so it forgets
    nothing; an L2 pull towards the base weights keeps it close; BatchNorm statistics stay frozen;
    after each third of the steps, mine again with the model being trained;
-4. calibrate the threshold on the held-back clips: the value that keeps held-back false triggers
-   within the target rate and finds the most held-back snaps, in the middle of that range;
+4. calibrate the threshold: the value that keeps false triggers on the room audio (held-back and
+   trained-on) within the target rate and finds the most held-back snaps, in the middle of that
+   range;
 5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata, and
    print a before/after table measured with the SnapPipeline on the held-back clips.
 """
@@ -350,12 +351,14 @@ def load_shipped(data: Path, rate: int, n_clips: int, seed: int):
 
 @dataclass
 class TuneConfig:
-    steps: int = 400
+    steps: int = 500
     batch: int = 64
     lr: float = 5e-4
     l2sp: float = 1e-3  # pull towards the base weights (forget nothing)
     p_user: float = 0.5
-    p_hard: float = 0.2  # the rest: shipped data
+    p_hard: float = 0.3  # the rest: shipped data
+    user_positive: float = 0.45  # share of positives among the user's windows
+    near_miss: float = 0.3  # also mine where the pipeline fires at this fraction of the threshold
     mining_rounds: int = 3  # mining passes: with the base model, then again after each 1/3 of the steps
     seed: int = 0
 
@@ -478,7 +481,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
 
     base_score = make_scorer(net)
     # hard negatives: the listener's pipeline with the base model over the user's room audio
-    hard, base_false = mine_hard_negatives(base_score, det_spec, meta.threshold, user.room_train)
+    hard, base_false = mine_hard_negatives(base_score, det_spec, meta.threshold, user.room_train, cfg.near_miss)
     say(f"base model: {base_false} false triggers on your room audio ({len(hard)} windows mined incl. near misses)")
 
     # samplers: the trainer's own, over the user's clips (beds = the user's room) and the shipped data
@@ -488,7 +491,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     if shipped is not None:
         ubank.backgrounds["train"] = shipped.backgrounds["train"]
         ubank.background_kinds["train"] = shipped.background_kinds["train"]
-    user_mix = MixConfig(p_positive=0.55, p_background_mix=0.3, snr_db=(5.0, 30.0), gain_db=(-12.0, 6.0))
+    user_mix = MixConfig(p_positive=cfg.user_positive, p_background_mix=0.3, snr_db=(5.0, 30.0), gain_db=(-12.0, 6.0))
     user_sampler = WindowSampler(ubank, "train", spec, user_mix)
     shipped_sampler = WindowSampler(shipped, "train", spec, MixConfig()) if shipped is not None else None
     test_wins = None
@@ -504,7 +507,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     batches.hard = list(hard)
 
     def remine(current) -> None:
-        more, _ = mine_hard_negatives(make_scorer(current), det_spec, meta.threshold, user.room_train)
+        more, _ = mine_hard_negatives(make_scorer(current), det_spec, meta.threshold, user.room_train, cfg.near_miss)
         batches.hard = list(dict.fromkeys(batches.hard + more))
         current.eval()
 
@@ -515,8 +518,12 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     score = make_scorer(net)
     peaks = [positive_peak(scores_of(score, s.samples, w, hop), s.onset, w, hop, spec.onset_min, spec.onset_max)
              for s in user.snaps_held]
-    negs = [scores_of(score, x, w, hop) for x in user.room_held]
-    cal = calibrate_threshold(peaks, negs, user.room_seconds(rate, True) / 3600, target_per_hour, merge,
+    # false triggers are counted on all of the room audio: the held-back part alone is too little
+    # to say anything about a rate per hour, and where the model still fires on audio it was
+    # trained against, it fires for real
+    negs = [scores_of(score, x, w, hop) for x in user.room_held + user.room_train]
+    neg_hours = (user.room_seconds(rate, True) + user.room_seconds(rate)) / 3600
+    cal = calibrate_threshold(peaks, negs, neg_hours, target_per_hour, merge,
                               fallback=meta.threshold)
     if cal.note:
         log.warning("threshold: %s", cal.note)
