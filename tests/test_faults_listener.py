@@ -319,10 +319,11 @@ def test_wrong_password_is_logged_once_and_retried(secure_broker, caplog):
 def test_outbox_is_bounded_and_drops_stale_events(broker):
     """While the broker is out of reach, events wait in a bounded outbox; on connect the young ones
     go out in order, the ones older than max_event_age and the overflow are dropped and counted."""
+    age = 8.0  # long enough for a reconnect on a busy machine
     proxy = Proxy(broker.port)  # blocked: the link cannot reach the broker yet
     rec = Recorder(broker.port, [f"{T}/snap"])
     link = MqttLink(MqttOptions(host="127.0.0.1", port=proxy.port, reconnect_max_delay=1), Topics(NODE), "test",
-                    max_event_age=MAX_AGE, outbox_size=4)
+                    max_event_age=age, outbox_size=4)
     link.start()
     try:
         for n in range(6):
@@ -338,7 +339,7 @@ def test_outbox_is_bounded_and_drops_stale_events(broker):
         deadline = time.monotonic() + 10
         while link.connected and time.monotonic() < deadline:
             time.sleep(0.05)
-        link.publish_event(f"{T}/snap", {"n": 6}, created=time.monotonic() - MAX_AGE - 1)
+        link.publish_event(f"{T}/snap", {"n": 6}, created=time.monotonic() - age - 1)
         link.publish_event(f"{T}/snap", {"n": 7})
         proxy.unblock()
         rec.wait_for(lambda ms: len(ms) >= 5 or None, 15, "the young event")
