@@ -113,9 +113,13 @@ class MqttLink:
         self.client = self._make_client()
 
     # ---- setup -------------------------------------------------------------------------
+    @property
+    def client_id(self) -> str:
+        return self.options.client_id or f"snap_mqtt_{self.topics.node_id}"
+
     def _make_client(self) -> mqtt.Client:
         o = self.options
-        client_id = o.client_id or f"snap-mqtt-{self.topics.node_id}"
+        client_id = self.client_id
         c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=mqtt.MQTTv5)
         if o.username:
@@ -147,7 +151,7 @@ class MqttLink:
     def start(self) -> None:
         o = self.options
         self._log_state("connecting", f"MQTT: connecting to {o.host}:{o.port}"
-                        f"{' (TLS)' if (o.tls or o.ca_certs) else ''} as {self.client._client_id.decode()}")
+                        f"{' (TLS)' if (o.tls or o.ca_certs) else ''} as {self.client_id}")
         self.client.connect_async(o.host, int(o.port), keepalive=int(o.keepalive))
         self.client.loop_start()
 
