@@ -37,7 +37,7 @@ from trainer.metrics import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SWEEP = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+DEFAULT_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 TRANSIENT_SWEEP_DB = (8.0, 12.0, 15.0, 18.0, 22.0, 26.0, 30.0, 36.0, 42.0)
 TARGETS = {"snap_f1": 0.95, "exact_count_share": 0.90, "false_gestures_per_hour": 0.5,
            "false_snaps_per_hour": 3.0}
@@ -227,6 +227,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
         recorders.append(rec)
     wall, cpu = time.monotonic() - t0, time.process_time() - c0
     audio_s = sum(r.seconds for r in recs)
+    log.info("model pass: %.0f s of audio in %.0f s (%.0f s CPU)", audio_s, wall, cpu)
     rate = spec.sample_rate
     sweep = []
     ops = None
@@ -238,6 +239,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
                     for rec, y in zip(recorders, model_audio)]
         res = score(recs, dets)
         sweep.append(sweep_point(t, res))
+        log.info("threshold %.2f: recall %.3f, precision %.3f", t, sweep[-1].recall, sweep[-1].precision)
         if t == operating:
             ops = res
     assert ops is not None
@@ -521,6 +523,7 @@ def run(args: argparse.Namespace) -> int:
     result["detectors"]["ours"] = evaluate_model(model, recs, audio, thresholds, operating, args.block_seconds)
     result["targets"] = check_targets(result["detectors"]["ours"])
     if "transient" in wanted:
+        log.info("transient baseline")
         audio16 = {i: read_audio(r.file, 16000).samples for i, r in enumerate(recs)}
         result["detectors"]["transient"] = evaluate_transient(recs, audio16)
         del audio16
@@ -538,6 +541,7 @@ def run(args: argparse.Namespace) -> int:
         if seed_path is not None:
             from trainer.baselines import SEED_RATE
 
+            log.info("seed baseline %s", seed_path)
             audio44 = {i: read_audio(r.file, SEED_RATE).samples for i, r in enumerate(recs)}
             result["detectors"]["seed (2 s blocks)"] = evaluate_seed(load_model(seed_path), recs, audio44)
             del audio44
