@@ -88,6 +88,8 @@ def main() -> int:
             "heldout_before": r.before, "heldout_after": r.after,
             "room_before": figures(base, d / "eval"), "room_after": figures(out, d / "eval"),
             "shipped_after": figures(out, shipped),
+            # the same model at the base model's threshold: forgetting, apart from the threshold move
+            "shipped_after_base_threshold": figures(out, shipped, float(r.enrollment["base_threshold"])),
         }
     (args.work / "enrollment.json").write_text(json.dumps(results, indent=1, default=float))
 
@@ -103,6 +105,7 @@ def main() -> int:
         print(row(f"person {seed} room, base", p["room_before"]))
         print(row(f"person {seed} room, enrolled", p["room_after"]))
         print(row(f"shipped test scenes, enrolled {seed}", p["shipped_after"]))
+        print(row(f"  same, at the base threshold", p["shipped_after_base_threshold"]))
         print(f"  enrollment wall time {p['enroll_seconds']} s (1 torch thread); "
               f"negatives {p['room_after']['negative_hours']:.3f} h, false gestures by kind "
               f"{p['room_after']['by_kind_false_gestures']}")
