@@ -121,7 +121,8 @@ def make_scaled_model(path: Path, gain: float = 0.7) -> Path:
 
 
 def make_scene(path: Path, snap_times: list[float], seconds: float, rate: int = 16000,
-               noise_db: float = -60.0, seed: int = 0, glitch_at: float | None = None) -> Path:
+               noise_db: float = -60.0, seed: int = 0, glitch_at: float | None = None,
+               channels: int = 1) -> Path:
     """A recording with committed snap fixtures placed so their onsets fall at `snap_times`, in
     quiet noise: the energy stand-in model hears exactly those snaps."""
     import numpy as np
@@ -150,6 +151,8 @@ def make_scene(path: Path, snap_times: list[float], seconds: float, rate: int = 
     if glitch_at is not None:  # 50 ms of near full-scale noise
         a = int(glitch_at * rate)
         x[a:a + int(0.05 * rate)] = rng.uniform(-0.95, 0.95, int(0.05 * rate)).astype(np.float32)
+    if channels > 1:  # the same sound on every channel, a little quieter on the others
+        x = np.stack([x] + [0.8 * x] * (channels - 1), axis=1)
     return write_audio_atomic(path, x, rate)
 
 

@@ -34,7 +34,8 @@ def listen(tmp_path, broker, *args: str) -> ListenerProc:
 
 
 def test_replay_publishes_snaps_gestures_discovery_then_offline(tmp_path, broker):
-    scene = make_scene(tmp_path / "scene.flac", SCENE_SNAPS, 7.0)
+    # 44.1 kHz stereo: the replay goes through the same downmix and resampling as a microphone
+    scene = make_scene(tmp_path / "scene.flac", SCENE_SNAPS, 7.0, rate=44100, channels=2)
     model = make_energy_model(tmp_path / "energy.pt")
     rec = Recorder(broker.port, [f"{T}/#", "homeassistant/#"])
     proc = listen(tmp_path, broker, "--input", str(scene), "--speed", "0", "--model", str(model))
