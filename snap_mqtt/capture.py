@@ -163,12 +163,14 @@ def choose_format(device: int | None, wanted_rate: int, channels: int | None,
         except Exception as exc:  # sounddevice raises PortAudioError or ValueError
             raise AudioDeviceError(f"audio.sample_rate {configured_rate}: {label} cannot capture at it ({exc})") from None
         return configured_rate, ch
-    for rate in (wanted_rate, int(info["default_samplerate"])):
-        try:
-            sd.check_input_settings(device, samplerate=rate, channels=ch)
-            return rate, ch
-        except Exception:
-            continue
+    # some USB microphones only capture in stereo: then take 2 channels (downmixed later)
+    for n in dict.fromkeys((ch, min(2, max_ch))):
+        for rate in (wanted_rate, int(info["default_samplerate"])):
+            try:
+                sd.check_input_settings(device, samplerate=rate, channels=n)
+                return rate, n
+            except Exception:
+                continue
     raise AudioDeviceError(f"{label}: cannot capture {ch} channel(s) at {wanted_rate} Hz or its default rate")
 
 
