@@ -172,6 +172,7 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
     torch.set_num_threads(max(1, cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir.mkdir(parents=True, exist_ok=True)
+    net.train()  # Lightning keeps each module's mode: a net left in eval mode would train with frozen BatchNorm
     module = SnapLightning(net, lr=cfg.lr, weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs,
                            spec_augment=cfg.spec_augment)
     train_dl = DataLoader(window_dataset(train_sampler, cfg.epoch_windows, cfg.seed), batch_size=cfg.batch_size,
