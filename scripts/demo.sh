@@ -24,14 +24,19 @@ while [ "$#" -gt 0 ]; do
   shift
 done
 
-scripts/setup.sh
+# set up unless an earlier setup (any extras) is newer than pyproject.toml and Mosquitto is there
+stamp=$(ls -t .venv/.snap-mqtt-installed* 2>/dev/null | head -1 || true)
+if [ -z "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! command -v mosquitto_sub >/dev/null \
+   || ! { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; }; then
+  scripts/setup.sh
+fi
 PY=.venv/bin/python
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "${tmpdir:-}" ] && rm -rf "$tmpdir"
 }
 trap cleanup EXIT
@@ -61,10 +66,10 @@ if [ "$mode" = auto ]; then
   if [ "${n:-0}" -gt 0 ]; then mode=mic; else mode=file; fi
 fi
 
-sub_args=(-h "$host" -p "$port" -v -t "$base/#")
+sub_args=(-h "$host" -p "$port" -t "$base/#" -F '  mqtt> %t %p')
 [ -n "${SNAP_MQTT__USERNAME:-}" ] && sub_args+=(-u "$SNAP_MQTT__USERNAME")
 [ -n "${SNAP_MQTT__PASSWORD:-}" ] && sub_args+=(-P "$SNAP_MQTT__PASSWORD")
-mosquitto_sub "${sub_args[@]}" | sed -u 's/^/  mqtt> /' &
+mosquitto_sub "${sub_args[@]}" &
 pids+=("$!")
 sleep 0.3
 

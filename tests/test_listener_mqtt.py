@@ -159,3 +159,29 @@ def test_restored_pause_state_and_the_will_on_kill(tmp_path, broker):
     finally:
         proc.stop()
         rec.close()
+
+
+def test_demo_script_runs_the_main_job(tmp_path):
+    """scripts/demo.sh on a machine without a configured broker: starts its own Mosquitto, replays
+    the demo recording through `listen --input`, shows the messages, ends with the recording and
+    leaves no broker behind."""
+    import os
+    import re
+    import socket
+    import subprocess
+
+    model = make_energy_model(tmp_path / "energy.pt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAP_")}
+    env.update(SNAP_MODEL_PATH=str(model), SNAP_NODE_ID="demo", OMP_NUM_THREADS="1")
+    root = DEMO.parent.parent
+    r = subprocess.run(["scripts/demo.sh", "--file", "--speed", "0"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    m = re.search(r"local Mosquitto on 127\.0\.0\.1:(\d+)", out)
+    assert m, out[-2000:]
+    assert "mqtt> snap_mqtt/demo/availability online" in out
+    assert re.search(r"mqtt> snap_mqtt/demo/gesture \{\"event_type\": \"(single|double|triple)_snap\"", out)
+    assert "mqtt> snap_mqtt/demo/availability offline" in out
+    with socket.socket() as s:  # the demo's broker is gone
+        assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
