@@ -38,6 +38,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -n "${tmpdir:-}" ] && rm -rf "$tmpdir"
+  [ -n "${subcfg:-}" ] && rm -rf "$subcfg"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -68,8 +69,11 @@ fi
 
 sub_args=(-h "$host" -p "$port" -t "$base/#" -F '  mqtt> %t %p')
 [ -n "${SNAP_MQTT__USERNAME:-}" ] && sub_args+=(-u "$SNAP_MQTT__USERNAME")
-[ -n "${SNAP_MQTT__PASSWORD:-}" ] && sub_args+=(-P "$SNAP_MQTT__PASSWORD")
-mosquitto_sub "${sub_args[@]}" &
+subcfg=$(mktemp -d)
+chmod 700 "$subcfg"
+# the password goes to mosquitto_sub through its config file, never onto a command line (ps)
+[ -n "${SNAP_MQTT__PASSWORD:-}" ] && printf -- '-P %s\n' "$SNAP_MQTT__PASSWORD" > "$subcfg/mosquitto_sub"
+XDG_CONFIG_HOME=$subcfg mosquitto_sub "${sub_args[@]}" &
 pids+=("$!")
 sleep 0.3
 
