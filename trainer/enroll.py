@@ -529,6 +529,9 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         log.warning("threshold: %s", cal.note)
     after = heldout_figures(score, det_spec, cal.threshold, user)
     shipped_after = window_metrics(score, *test_wins, cal.threshold) if test_wins else None
+    if shipped_after is not None:
+        # the same windows at the base threshold: what the model forgot, apart from the threshold move
+        shipped_after["f1_at_base_threshold"] = window_metrics(score, *test_wins, meta.threshold)["f1"]
     seconds = time.monotonic() - t0
 
     base_sha = hashlib.sha256(base.read_bytes()).hexdigest()
@@ -575,6 +578,8 @@ def format_table(r: EnrollResult) -> str:
     ]
     if r.shipped_before:
         rows.append(("shipped test windows: F1", f(r.shipped_before, "f1", "{:.3f}"), f(r.shipped_after, "f1", "{:.3f}")))
+        rows.append(("  same, both at the base threshold", f(r.shipped_before, "f1", "{:.3f}"),
+                     f(r.shipped_after, "f1_at_base_threshold", "{:.3f}")))
     w0 = max(len(x[0]) for x in rows)
     return "\n".join(f"{x[0]:<{w0}}  {x[1]:>8}  {x[2]:>8}" for x in rows)
 
