@@ -73,8 +73,9 @@ def transient_onsets(x: np.ndarray, rate: int, p: TransientParams = TransientPar
         peak = e[k:k + 3].max()
         if e[k + d0:k + d1 + 1].max() > peak - p.decay_db:
             continue
-        o = find_onset(x, rate, start=max(0, k * f - f), stop=(k + 3) * f)
-        t = (o.index if o is not None else k * f) / rate
+        a = max(0, k * f - f)
+        o = find_onset(x[a:(k + 3) * f], rate)  # a slice: find_onset filters all it is given
+        t = (a + o.index if o is not None else k * f) / rate
         if t - last >= p.refractory_s:
             out.append(t)
             last = t

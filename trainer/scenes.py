@@ -260,11 +260,13 @@ def build_scene(index: int, inputs: Inputs, kind: str, rate: int, params: SceneP
                 gain *= HEADROOM / peak
             mix[seg] += gain * clip
             snr = 10 * np.log10(gain ** 2 * p_snap / max(p_bg, 1e-20))
-            check = find_onset(mix, rate, start=pos - int(0.03 * rate), stop=pos + int(0.06 * rate))
+            # re-found in the mix (a slice with 50 ms of lead-in for the high-pass to settle)
+            a = max(0, pos - int(0.08 * rate))
+            check = find_onset(mix[a:pos + int(0.06 * rate)], rate, start=pos - int(0.03 * rate) - a)
             scene.snaps.append(PlacedSnap(
                 time=round(pos / rate, 6), clip=clip_meta.name, snr_db=round(float(snr), 2),
                 gain_db=round(float(20 * np.log10(gain)), 2), gesture=g,
-                onset_check_ms=None if check is None else round((check.index - pos) / rate * 1000, 2)))
+                onset_check_ms=None if check is None else round((a + check.index - pos) / rate * 1000, 2)))
         scene.gestures.append({"time": round(round(times[0] * rate) / rate, 6), "count": len(times),
                                "snaps": [round(round(t * rate) / rate, 6) for t in times]})
     return scene, mix
