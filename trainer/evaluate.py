@@ -350,25 +350,25 @@ def format_report(result: dict) -> str:
     lines.append(f"scenes: {ds['scenes']} ({ds['scene_hours']:.3f} h, {ds['snaps']} snaps, {ds['gestures']} gestures); "
                  f"negatives: {ds['negative_hours']:.3f} h")
     hdr = (f"{'detector':<22}{'P':>7}{'R':>7}{'F1':>7}{'onset ms':>10}{'exact cnt':>11}"
-           f"{'FS/h':>8}{'(95%ub)':>9}{'FG/h':>8}{'(95%ub)':>9}")
+           f"{'FS/h':>9}{'(95%ub)':>9}{'FG/h':>9}{'(95%ub)':>9}")
     lines += ["", hdr, "-" * len(hdr)]
     for name, res in result["detectors"].items():
         s, g, n = res["snaps"], res["gestures"], res.get("negatives")
         lines.append(
             f"{name:<22}{_f(s['precision']):>7}{_f(s['recall']):>7}{_f(s['f1']):>7}"
             f"{_f(s['median_abs_onset_error_ms'], '.1f'):>10}{_f(g['exact_count_share']):>11}"
-            f"{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>8}{_f(n['false_snaps']['upper95_per_hour'] if n else None, '.1f'):>9}"
-            f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>8}{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
+            f"{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>9}{_f(n['false_snaps']['upper95_per_hour'] if n else None, '.1f'):>9}"
+            f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>9}{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
     ours = result["detectors"].get("ours")
     if ours:
         lines += ["", f"ours by kind of background (threshold {ours['threshold']:.2f}):",
-                  f"{'kind':<12}{'snaps':>6}{'R':>7}{'P':>7}{'exact':>7}{'neg h':>8}{'FS/h':>7}{'FG/h':>7}{'FG/h ub':>9}"]
+                  f"{'kind':<12}{'snaps':>6}{'R':>7}{'P':>7}{'exact':>7}{'neg h':>8}{'FS/h':>9}{'FG/h':>9}{'FG/h ub':>9}"]
         for kind, r in ours["by_kind"].items():
             s, g, n = r.get("snaps"), r.get("gestures"), r.get("negatives")
             lines.append(f"{kind:<12}{(s['tp'] + s['fn']) if s else 0:>6}{_f(s['recall'] if s else None):>7}"
                          f"{_f(s['precision'] if s else None):>7}{_f(g['exact_count_share'] if g else None):>7}"
-                         f"{_f(n['hours'] if n else None):>8}{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>7}"
-                         f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>7}"
+                         f"{_f(n['hours'] if n else None):>8}{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>9}"
+                         f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>9}"
                          f"{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
         lines.append("scenes by sample rate: " + ", ".join(
             f"{rate} Hz R {_f(r['snaps']['recall'])} P {_f(r['snaps']['precision'])}" for rate, r in ours["scenes_by_rate"].items()))
