@@ -394,6 +394,49 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_summary(result: dict) -> str:
+    """The headline figures as Markdown tables (for docs/evaluation.md and the model card)."""
+    ds = result["dataset"]
+    out = [f"Scenes: {ds['scenes']} x 30 s ({ds['scene_hours']:.2f} h; {ds['snaps']} snaps in {ds['gestures']} gestures), "
+           f"negatives: {ds['negative_hours']:.3f} h ({', '.join(ds['negative_kinds'])}). "
+           f"Model `{Path(result['model']['path']).name}` at threshold {result['model']['threshold']:.2f}.", "",
+           "| detector | snap P | snap R | snap F1 | median onset error | exact gesture count | false snaps/h (95 % ub) | false gestures/h (95 % ub) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, r in result["detectors"].items():
+        s, g, n = r["snaps"], r["gestures"], r.get("negatives")
+        rate = (lambda k: f"{n[k]['per_hour']:.1f} ({n[k]['upper95_per_hour']:.1f})" if n else "-")  # noqa: E731
+        out.append(f"| {name} | {_f(s['precision'])} | {_f(s['recall'])} | {_f(s['f1'])} | "
+                   f"{_f(s['median_abs_onset_error_ms'], '.1f')} ms | {_f(g['exact_count_share'])} | "
+                   f"{rate('false_snaps')} | {rate('false_gestures')} |")
+    ours = result["detectors"].get("ours")
+    if ours:
+        out += ["", "| background | snaps | recall | precision | exact count | negative hours | false snaps/h | false gestures/h (95 % ub) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for kind, r in ours["by_kind"].items():
+            s, g, n = r.get("snaps"), r.get("gestures"), r.get("negatives")
+            out.append(f"| {kind} | {(s['tp'] + s['fn']) if s else 0} | {_f(s['recall'] if s else None)} | "
+                       f"{_f(s['precision'] if s else None)} | {_f(g['exact_count_share'] if g else None)} | "
+                       f"{_f(n['hours'] if n else None)} | {_f(n['false_snaps']['per_hour'] if n else None, '.1f')} | "
+                       + (f"{n['false_gestures']['per_hour']:.1f} ({n['false_gestures']['upper95_per_hour']:.1f}) |" if n else "- |"))
+        out += ["", "Recall by local SNR: " + ", ".join(f"{b} dB {_f(v['recall'])} (n={v['snaps']})"
+                                                       for b, v in ours["recall_by_snr_db"].items()) + ".",
+                "Scenes by sample rate: " + ", ".join(f"{rate} Hz recall {_f(r['snaps']['recall'])} precision {_f(r['snaps']['precision'])}"
+                                                      for rate, r in ours["scenes_by_rate"].items()) + ".",
+                f"Gesture counts (true -> reported): `{json.dumps(ours['gestures']['confusion'])}`."]
+        bt = ours.get("best_threshold_within_false_gesture_target")
+        out.append("Sweep (threshold: recall / precision / false gestures per hour): " + "; ".join(
+            f"{p['threshold']:.2f}: {p['recall']:.3f} / {p['precision']:.3f} / {p['false_gestures_per_hour']:.1f}" for p in ours["sweep"])
+            + (f". Highest recall within 0.5 false gestures/h: threshold {bt['threshold']:.2f}, recall {bt['recall']:.3f}."
+               if bt else ". No swept threshold keeps false gestures within 0.5/h on these negatives."))
+    seed = result["detectors"].get("seed (2 s blocks)")
+    if seed:
+        b = seed["blocks"]
+        out.append(f"Seed, block level (2 s blocks, confidence >= {b['threshold']}): accuracy {_f(b['accuracy'])}, "
+                   f"precision {_f(b['precision'])}, recall {_f(b['recall'])}; {b['blocks_with_several_snaps']} of "
+                   f"{b['scene_blocks']} blocks hold 2-3 snaps, which it cannot count; it never says where in 2 s a snap is.")
+    return "\n".join(out)
+
+
 def check_targets(ours: dict) -> dict:
     n = ours.get("negatives")
     vals = {"snap_f1": (ours["snaps"]["f1"], ">="), "exact_count_share": (ours["gestures"]["exact_count_share"], ">="),
@@ -548,6 +591,7 @@ def run(args: argparse.Namespace) -> int:
     report = format_report(result)
     (out / "evaluation.json").write_text(json.dumps(result, indent=1, default=float))
     (out / "report.txt").write_text(report + "\n")
+    (out / "summary.md").write_text(markdown_summary(result) + "\n")
     plot_sweep(result, out / "sweep.png")
     print(report)
     print(f"\nwritten: {out / 'evaluation.json'}, {out / 'report.txt'}, {out / 'sweep.png'}")
