@@ -486,7 +486,7 @@ def plot_sweep(result: dict, path: Path) -> None:
     ax.set_ylabel("snap recall on scenes")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left")
     ax.set_title(f"Threshold sweep: {Path(result['model']['path']).name}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
