@@ -35,7 +35,7 @@ HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
 @dataclass
 class TrainConfig:
     seed: int = 1234
-    max_epochs: int = 30
+    max_epochs: int = 25
     patience: int = 6
     batch_size: int = 64
     epoch_windows: int = 4096
@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="disable gain / band-limit augmentation (snaps are still mixed into backgrounds)")
     parser.add_argument("--mine-rounds", type=int, default=1,
                         help="rounds of hard-negative mining over the training backgrounds (default: %(default)s)")
-    parser.add_argument("--mine-epochs", type=int, default=10,
+    parser.add_argument("--mine-epochs", type=int, default=8,
                         help="epochs of training after each mining round (default: %(default)s)")
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
@@ -304,12 +304,21 @@ def run(args) -> int:
         hard, info = mine_hard_negatives(lambda b: score_windows(result.net, b),
                                          [*bank.backgrounds["train"], *bank.no_snaps["train"]],
                                          spec.window_samples, cfg.hop_samples)
-        mining.append(info)
+        # the same over the validation part, so early stopping and the threshold see such windows too
+        val_hard, val_info = mine_hard_negatives(lambda b: score_windows(result.net, b),
+                                                 [*bank.backgrounds["val"], *bank.no_snaps["val"]],
+                                                 spec.window_samples, cfg.hop_samples, limit=max(1, cfg.val_windows // 3))
+        mining.append({**info, "val": val_info})
         print(f"mining round {r + 1}: {info['above']} of {info['windows_scored']} training windows without a snap "
-              f"score >= {info['min_score']}; training against {info['kept']} of them")
+              f"score >= {info['min_score']}; training against {info['kept']} of them "
+              f"(validation: {val_info['kept']} of {val_info['windows_scored']})")
         if not hard:
             break
         train_s.set_hard_negatives(hard)
+        if val_hard:
+            val = WindowSet(np.concatenate([val.x, np.stack(val_hard)]),
+                            np.concatenate([val.y, np.zeros(len(val_hard), dtype=val.y.dtype)]),
+                            val.kinds + ["hard"] * len(val_hard))
         cfg_r = replace(cfg, max_epochs=args.mine_epochs, lr=cfg.lr / 2, seed=cfg.seed + 100 * (r + 1))
         more = fit(result.net, train_s, val, cfg_r, out / f"mining-{r + 1}")
         offset = result.epochs_run
