@@ -64,9 +64,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['ours']['loadavg_1min'][0]:.1f}-{c['ours']['loadavg_1min'][1]:.1f} during the CPU run")
     print(f"CPU, detection path, 1 torch thread: ours {c['ours']['cpu_seconds_per_audio_second']:.4f} s per audio s "
           f"({c['ours']['windows_per_second']:.0f} windows/s)")
+    print(f"  with 0.05 s capture blocks {c['ours_block_0.05']['cpu_seconds_per_audio_second']:.4f}, "
+          f"with 0.1 s blocks {c['ours_block_0.1']['cpu_seconds_per_audio_second']:.4f}")
     if "seed_same_hop" in c:
         print(f"  seed model at the same hop: {c['seed_same_hop']['cpu_seconds_per_audio_second']:.3f} s per audio s "
-              f"({c['seed_over_ours_same_hop']:.0f}x ours); at its own 2 s blocks: "
+              f"({c['seed_over_ours_same_hop']:.1f}x ours) with 0.02 s blocks, "
+              f"{c['seed_same_hop_block_0.1']['cpu_seconds_per_audio_second']:.3f} "
+              f"({c['seed_over_ours_same_hop_block_0.1']:.1f}x ours) with 0.1 s blocks; at its own 2 s blocks: "
               f"{c['seed_own_2s_blocks']['cpu_seconds_per_audio_second']:.4f}")
     if "live" in res:
         lv = res["live"]

@@ -42,14 +42,23 @@ def run_cpu(default_model: Path, seed_model: Path | None, audio: np.ndarray, rat
 
     torch.set_num_threads(1)
     ours = load_model(default_model)
-    out = {"ours": pipeline_cpu(ours, audio, rate, max_seconds=seconds)}
+    # the listener's capture block (audio.block_seconds, default 0.02 s) sets how many windows one
+    # forward call scores: at 0.02 s one window per call, where torch's fixed per-call cost dominates
+    out: dict = {"ours": pipeline_cpu(ours, audio, rate, max_seconds=seconds),
+                 "ours_block_0.05": pipeline_cpu(ours, audio, rate, block_seconds=0.05, max_seconds=seconds),
+                 "ours_block_0.1": pipeline_cpu(ours, audio, rate, block_seconds=0.1, max_seconds=seconds)}
     if seed_model is not None and seed_model.exists():
         seed = load_model(seed_model)
         hop_s = ours.metadata.hop_samples / ours.metadata.sample_rate
         same_hop = int(round(hop_s * seed.metadata.sample_rate))
-        # the seed's model costs ~100x ours per window: a shorter stretch gives a stable figure
-        out["seed_same_hop"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, max_seconds=min(seconds, 10.0))
+        # the seed's model costs much more per window: a shorter stretch gives a stable figure
+        short = min(seconds, 15.0)
+        out["seed_same_hop"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, max_seconds=short)
+        out["seed_same_hop_block_0.1"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, block_seconds=0.1,
+                                                      max_seconds=short)
         out["seed_own_2s_blocks"] = pipeline_cpu(seed, audio, rate, max_seconds=seconds)
         out["seed_over_ours_same_hop"] = (out["seed_same_hop"]["cpu_seconds_per_audio_second"]
                                           / out["ours"]["cpu_seconds_per_audio_second"])
+        out["seed_over_ours_same_hop_block_0.1"] = (out["seed_same_hop_block_0.1"]["cpu_seconds_per_audio_second"]
+                                                    / out["ours_block_0.1"]["cpu_seconds_per_audio_second"])
     return out
