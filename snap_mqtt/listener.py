@@ -100,8 +100,8 @@ class Listener:
         self._last_error_log = -1e9
 
     # ---- controls (called from paho's thread) ------------------------------------------------------
-    def _controls(self) -> tuple[bool, float]:
-        return self._paused, self._threshold
+    def _controls(self) -> tuple[bool, float, bool]:
+        return self._paused, self._threshold, self._threshold_set
 
     def _on_pause(self, paused: bool) -> None:
         if paused != self._paused:

@@ -185,3 +185,27 @@ def test_demo_script_runs_the_main_job(tmp_path):
     assert "mqtt> snap_mqtt/demo/availability offline" in out
     with socket.socket() as s:  # the demo's broker is gone
         assert s.connect_ex(("127.0.0.1", int(m.group(1)))) != 0
+
+
+def test_restart_restores_a_chosen_threshold_but_not_an_old_model_default(broker):
+    """The retained sensitivity state says where it came from: a threshold set from Home Assistant
+    survives a restart; a model's own default does not override the next model's."""
+    from snap_mqtt.mqtt_client import MqttLink, MqttOptions
+    from snap_mqtt.topics import Topics
+
+    def run_link(threshold: float, chosen: bool) -> list[float]:
+        restored: list[float] = []
+        link = MqttLink(MqttOptions(host="127.0.0.1", port=broker.port), Topics(NODE), "test",
+                        on_threshold=restored.append, controls=lambda: (False, threshold, chosen))
+        link.start()
+        deadline = time.monotonic() + 10
+        while not link._restore_done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the state publish after the restore
+        link.stop()
+        return restored
+
+    assert run_link(0.5, chosen=False) == []  # first start: nothing retained yet
+    assert run_link(0.8, chosen=False) == []  # a new model's 0.80 wins over the old default 0.50
+    assert run_link(0.8, chosen=True) == []  # (retained: a model default) publishes 0.80 as a choice ...
+    assert run_link(0.3, chosen=False) == [0.8]  # ... which the next start restores
