@@ -73,7 +73,7 @@ class Listener:
         self._paused = False
         self._threshold = float(settings.threshold if settings.threshold is not None else model.metadata.threshold)
         # the threshold follows the model's own until set in the settings or from Home Assistant
-        self._threshold_set = settings.threshold is not None
+        self._threshold_source = "config" if settings.threshold is not None else "model"
         self._controls_changed = threading.Event()
         self._next_model: SnapModel | None = None
         self._model_lock = threading.Lock()
@@ -100,8 +100,8 @@ class Listener:
         self._last_error_log = -1e9
 
     # ---- controls (called from paho's thread) ------------------------------------------------------
-    def _controls(self) -> tuple[bool, float, bool]:
-        return self._paused, self._threshold, self._threshold_set
+    def _controls(self) -> tuple[bool, float, str]:
+        return self._paused, self._threshold, self._threshold_source
 
     def _on_pause(self, paused: bool) -> None:
         if paused != self._paused:
@@ -113,7 +113,7 @@ class Listener:
         if value != self._threshold:
             log.info("threshold set to %.2f", value)
         self._threshold = value
-        self._threshold_set = True
+        self._threshold_source = "user"
         self._controls_changed.set()
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class Listener:
                 model, self._next_model = self._next_model, None
             p.reload(model)
             self.model = model
-            if not self._threshold_set:
+            if self._threshold_source == "model":
                 self._threshold = model.metadata.threshold
                 self.link.publish_controls()
             p.set_threshold(self._threshold)

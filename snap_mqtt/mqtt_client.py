@@ -81,13 +81,13 @@ class MqttLink:
 
     `on_pause(bool)` and `on_threshold(float)` are called from paho's thread when a command (or
     the retained state restored at start) arrives; `controls()` returns (paused, threshold,
-    threshold_set_by_user)."""
+    where the threshold came from: "user" (a command), "config" (the settings) or "model")."""
 
     def __init__(self, options: MqttOptions, topics: Topics, sw_version: str, *,
                  max_event_age: float = 5.0, outbox_size: int = 256,
                  on_pause: Callable[[bool], None] | None = None,
                  on_threshold: Callable[[float], None] | None = None,
-                 controls: Callable[[], tuple[bool, float, bool]] | None = None,
+                 controls: Callable[[], tuple[bool, float, str]] | None = None,
                  model_name: str = "snap-mqtt listener") -> None:
         self.options = options
         self.topics = topics
@@ -326,9 +326,11 @@ class MqttLink:
                     return
                 if msg.topic == t.sensitivity_state:
                     self._restored.add(msg.topic)
-                    if ("source", "model") in (getattr(msg.properties, "UserProperty", None) or []):
-                        # it was the model's own threshold, not a choice: follow the current model
-                        log.info("MQTT: retained threshold %.2f was a model default; using the model's", value)
+                    source = dict(getattr(msg.properties, "UserProperty", None) or []).get("source", "user")
+                    if source != "user":
+                        # a model default or a config value, not a choice made in Home Assistant:
+                        # today's model and settings decide
+                        log.info("MQTT: retained threshold %.2f came from the %s; not restored", value, source)
                         return
                     log.info("MQTT: restored threshold %.2f", value)
                 if self.on_threshold:
@@ -370,12 +372,12 @@ class MqttLink:
     def publish_controls(self) -> None:
         if self.controls is None or not self._connected:
             return
-        paused, threshold, chosen = self.controls()
+        paused, threshold, source = self.controls()
         self._publish(self.topics.pause_state, PAYLOAD_ON if paused else PAYLOAD_OFF, retain=True)
         # where the threshold came from travels with the retained state (an MQTT v5 user property),
         # so a restart restores a user's choice but not an old model's default over a new model's
         props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = ("source", "user" if chosen else "model")
+        props.UserProperty = ("source", source)
         self._publish(self.topics.sensitivity_state, format_threshold(threshold), retain=True, properties=props)
 
     def publish_event(self, topic: str, payload: dict, created: float | None = None) -> None:

@@ -189,14 +189,14 @@ def test_demo_script_runs_the_main_job(tmp_path):
 
 def test_restart_restores_a_chosen_threshold_but_not_an_old_model_default(broker):
     """The retained sensitivity state says where it came from: a threshold set from Home Assistant
-    survives a restart; a model's own default does not override the next model's."""
+    survives a restart; a model's own default or a config value does not override today's."""
     from snap_mqtt.mqtt_client import MqttLink, MqttOptions
     from snap_mqtt.topics import Topics
 
-    def run_link(threshold: float, chosen: bool) -> list[float]:
+    def run_link(threshold: float, source: str) -> list[float]:
         restored: list[float] = []
         link = MqttLink(MqttOptions(host="127.0.0.1", port=broker.port), Topics(NODE), "test",
-                        on_threshold=restored.append, controls=lambda: (False, threshold, chosen))
+                        on_threshold=restored.append, controls=lambda: (False, threshold, source))
         link.start()
         deadline = time.monotonic() + 10
         while not link._restore_done.is_set() and time.monotonic() < deadline:
@@ -205,7 +205,9 @@ def test_restart_restores_a_chosen_threshold_but_not_an_old_model_default(broker
         link.stop()
         return restored
 
-    assert run_link(0.5, chosen=False) == []  # first start: nothing retained yet
-    assert run_link(0.8, chosen=False) == []  # a new model's 0.80 wins over the old default 0.50
-    assert run_link(0.8, chosen=True) == []  # (retained: a model default) publishes 0.80 as a choice ...
-    assert run_link(0.3, chosen=False) == [0.8]  # ... which the next start restores
+    assert run_link(0.5, "model") == []  # first start: nothing retained yet
+    assert run_link(0.8, "model") == []  # a new model's 0.80 wins over the old default 0.50
+    assert run_link(0.6, "config") == []  # so does a configured value; it is retained as such
+    assert run_link(0.7, "model") == []  # ... and not restored either
+    assert run_link(0.4, "user") == []  # a choice made in Home Assistant is retained ...
+    assert run_link(0.3, "model") == [0.4]  # ... and restored at the next start
