@@ -19,8 +19,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
 MIN_RATE, MAX_RATE = 1000, 768000  # sample rates outside this are a corrupt header, not audio
 
 
-class AudioFileError(Exception):
-    """An audio file could not be used. The message names the file and why."""
+from snap_mqtt.errors import AudioFileError  # noqa: E402  (re-exported: callers import it from here)
 
 
 @dataclass(frozen=True)

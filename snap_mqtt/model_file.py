@@ -26,8 +26,7 @@ METADATA_NAME = "metadata.json"
 DEFAULT_MODEL_NAME = "snap-default.pt"
 
 
-class ModelFileError(Exception):
-    """A model file is missing, unreadable, or not a snap-mqtt model. The message names the file."""
+from snap_mqtt.errors import ModelFileError  # noqa: E402  (re-exported: callers import it from here)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ import importlib
 import logging
 import sys
 
-from snap_mqtt.audio_io import AudioFileError
-from snap_mqtt.model_file import ModelFileError
+from snap_mqtt.errors import AudioFileError, ModelFileError
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
