@@ -156,6 +156,11 @@ def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
 def test_evaluate_names_a_missing_scenes_index(tmp_path: Path, capsys):
     assert cli.main(["evaluate", "--scenes", str(tmp_path), "--baselines", "none"]) == 2
     assert str(tmp_path / "scenes.json") in capsys.readouterr().err
+    (tmp_path / "scenes.json").write_text("{not json")
+    assert cli.main(["evaluate", "--scenes", str(tmp_path), "--baselines", "none"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--scenes", str(tmp_path), "--baselines", "claps"]) == 2
+    assert "--baselines: unknown claps" in capsys.readouterr().err
 
 
 # ---- baselines --------------------------------------------------------------------------------

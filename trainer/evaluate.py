@@ -527,22 +527,22 @@ def run(args: argparse.Namespace) -> int:
     from trainer.cli import UsageError
 
     torch.set_num_threads(1)
-    recs = load_recordings(args.scenes)
-    model = load_model(args.model or default_model_path())
-    if not any(r.role == "scene" for r in recs):
-        raise UsageError(f"{args.scenes}: the scenes index lists no scene")
+    wanted = {b.strip() for b in str(args.baselines).split(",") if b.strip() and b.strip() != "none"}
+    if wanted - {"seed", "transient"}:
+        raise UsageError(f"--baselines: unknown {', '.join(sorted(wanted - {'seed', 'transient'}))} (seed, transient, none)")
     try:
         thresholds = [float(t) for t in str(args.sweep).split(",") if t.strip()]
     except ValueError:
         raise UsageError(f"--sweep {args.sweep!r}: expected comma-separated thresholds") from None
     if any(not 0 < t < 1 for t in thresholds):
         raise UsageError("--sweep: thresholds must lie in (0, 1)")
+    recs = load_recordings(args.scenes)
+    model = load_model(args.model or default_model_path())
+    if not any(r.role == "scene" for r in recs):
+        raise UsageError(f"{args.scenes}: the scenes index lists no scene")
     operating = float(args.threshold if args.threshold is not None else model.metadata.threshold)
     if not 0 < operating < 1:
         raise UsageError(f"--threshold {operating}: must lie in (0, 1)")
-    wanted = {b.strip() for b in str(args.baselines).split(",") if b.strip() and b.strip() != "none"}
-    if wanted - {"seed", "transient"}:
-        raise UsageError(f"--baselines: unknown {', '.join(sorted(wanted - {'seed', 'transient'}))} (seed, transient, none)")
     out = _new_dir(args.out or args.scenes / f"eval-{model.path.stem}")
     out.mkdir(parents=True, exist_ok=True)
 
