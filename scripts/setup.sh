@@ -28,6 +28,11 @@ if [ "$#" -gt 0 ]; then extras="[$(IFS=,; echo "$*")]"; fi
 stamp=".venv/.snap-mqtt-installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing snap-mqtt${extras} into .venv (torch is large: a minute or two the first time)"
+  if [ -z "$extras" ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    # Listener only: prefer a CPU-only torch build (a third of the CUDA build's memory). This
+    # machine kind carries torch 2.13.0+cpu; elsewhere pip's choice stands.
+    .venv/bin/python -m pip install -q "torch==2.13.0" 2>/dev/null || true
+  fi
   .venv/bin/python -m pip install -q -e ".${extras}"
   touch "$stamp"
 fi
