@@ -28,6 +28,9 @@ from snap_mqtt.onset import find_onset
 Scorer = Callable[[np.ndarray], Any]
 
 MAX_BATCH = 256  # windows per forward call: bounds memory when a long file comes in one block
+# a transient after the search region this much louder (10 dB) than the one in it means the
+# window is early for it
+_LATER_LOUDER = 10 ** (10 / 20)
 _PEAK_LEAD_S = 0.010  # a snap's envelope peaks a few ms after its onset: search that far past the region
 
 
@@ -188,11 +191,17 @@ class Detector:
 
     def _localise(self, window: np.ndarray) -> int | None:
         """Onset of the snap within the window's positive region, in samples from its start; None
-        when the region holds no onset: digital silence, or an envelope that is highest at the
-        region's first sample, i.e. the decay of something that started before it."""
+        when the region places no onset: digital silence; an onset that reaches back to the
+        region's first sample (something that started before it: its decay, or a snap already
+        seen); or a much louder transient still to come after the region (the model fired early
+        for it: a later window will place it properly)."""
         o = find_onset(window, self.sample_rate, start=self._lo, stop=self._hi)
-        if o is None or o.peak_index <= self._lo:
+        if o is None or o.index <= self._lo:
             return None
+        if self._hi < self.window - 1:
+            later = find_onset(window, self.sample_rate, start=self._hi, stop=self.window)
+            if later is not None and later.peak > o.peak * _LATER_LOUDER:
+                return None
         return o.index
 
 
