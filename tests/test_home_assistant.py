@@ -9,12 +9,13 @@ replaying the demo recording (`listen --input`) with the shipped model:
   does) toggles an input_boolean exactly once: on the demo's double, not its single or triple;
 - the pause switch, turned on through HA while the listener runs, stops all events; turned off,
   events flow again; the sensitivity number set in HA reaches the listener; SIGTERM makes the
-  entities unavailable.
+  entities unavailable, and so does kill -9 (through the MQTT will).
 
 Home Assistant starts once for the module. Without HA installed the test fails (not skips)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,3 +288,19 @@ def test_pause_switch_stops_events_and_resumes_them(ha, device, states, mqtt_bro
             wait_state(ha, entity_id, "unavailable", timeout=5)
     finally:
         rec.close()
+
+
+def test_a_killed_listener_goes_unavailable_through_its_will(ha, device, states, mqtt_broker, clips, tmp_path):
+    """kill -9 (a crash, a power cut): no clean "offline", the broker sends the will instead."""
+    since = time.monotonic()
+    proc = listen(tmp_path, mqtt_broker, clips["triple"])
+    try:
+        wait_until(lambda: came_online(states, device.entities["gesture"], since), 30,
+                   "the gesture entity to come online")
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.stop()
+    assert "stopped:" not in proc.log  # it never ran its clean stop
+    for entity_id in device.entities.values():
+        wait_state(ha, entity_id, "unavailable", timeout=10)
