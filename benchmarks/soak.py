@@ -265,6 +265,16 @@ def memory_figures(samples: list[tuple[float, float]], warmup_frac: float = 0.1,
             "flat_within_10pct": hi <= 1.10 * base}
 
 
+def _online_before_first_event(msgs: list) -> bool:
+    state = None
+    for _, topic, payload in msgs:
+        if topic.endswith("/availability"):
+            state = payload
+        elif topic.endswith(("/snap", "/gesture")):
+            return state == "online"
+    return state is not None
+
+
 def summarise(truth: SoakTruth, run: dict, offline: list[dict] | None) -> dict:
     msgs = run["messages"]
     snaps = [m[2] for m in msgs if m[1].endswith("/snap") and isinstance(m[2], dict)]
@@ -278,7 +288,9 @@ def summarise(truth: SoakTruth, run: dict, offline: list[dict] | None) -> dict:
         "true_snaps": len(truth.snaps), "true_gestures": len(truth.gestures),
         "snap_messages": len(snaps), "gesture_messages": len(gestures),
         "true_snaps_published": _match(snap_t, truth.snaps, MATCH_S),
-        "availability": avail[:1] + avail[-1:],
+        # the sequence of availability changes (online must come before the events, offline last)
+        "availability": [a for i, a in enumerate(avail) if i == 0 or a != avail[i - 1]],
+        "online_before_first_event": _online_before_first_event(msgs),
         "memory": memory_figures(run["rss"]),
     }
     right = 0
@@ -360,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"against `detect` on the same file: {res['detect_snaps']} snaps, {res['detect_gestures']} gestures; "
               f"published == detect: {res['published_equals_detect']}; detect snaps missing from MQTT: "
               f"{res['detect_snaps_missing_from_mqtt']}")
-    print(f"availability first/last: {res['availability']}; listener: {res['listener_summary']}; "
+    print(f"availability changes: {res['availability']} (online before the first event: "
+          f"{res['online_before_first_event']}); listener: {res['listener_summary']}; "
           f"error lines in its log: {res['errors_in_log']}")
     print(f"written: {out}")
     ok = (res["returncode"] == 0 and m.get("flat_within_10pct", False)
