@@ -74,7 +74,8 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     for key in ("accuracy", "precision", "recall", "f1", "auroc"):
         assert 0.0 <= metrics[key] <= 1.0
     history = json.loads((tiny_run / "history.json").read_text())
-    assert len(history) >= 1 and all("val_loss" in h and "train_loss" in h for h in history)
+    assert len(history) >= 1 and all({"val_loss", "train_loss", "val_f1", "train_f1", "val_auroc"} <= set(h) for h in history)
+    assert [h["epoch"] for h in history] == list(range(len(history)))
     run = json.loads((tiny_run / "run.json").read_text())
     assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
     # the manifest records every file with its split

@@ -32,6 +32,7 @@ class SnapLightning(L.LightningModule):
         self.train_metrics = _metrics("train_")
         self.val_metrics = _metrics("val_")
         self.test_metrics = _metrics("test_")
+        self.history: list[dict[str, float]] = []  # per-epoch metrics (train and val), for the report
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -69,6 +70,11 @@ class SnapLightning(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch(self.train_metrics)
+        # runs after this epoch's validation and after the train metrics above: a complete record
+        if not self.trainer.sanity_checking:
+            m = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+            m["epoch"] = self.current_epoch
+            self.history.append(m)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics)

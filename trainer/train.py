@@ -180,30 +180,21 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
     val_dl = DataLoader(TensorDataset(torch.from_numpy(val.x), torch.from_numpy(val.y).float()),
                         batch_size=512, shuffle=False)
 
-    history: list[dict[str, float]] = []
     best = {"loss": float("inf"), "state": None, "epoch": -1}
 
-    class _Track(Callback):
-        def on_validation_epoch_end(self, trainer, pl_module):
+    class _KeepBest(Callback):
+        def on_validation_end(self, trainer, pl_module):
             if trainer.sanity_checking:
                 return
-            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            m["epoch"] = trainer.current_epoch
-            history.append(m)
-            if m.get("val_loss", float("inf")) < best["loss"]:
-                best.update(loss=m["val_loss"], state=copy.deepcopy(pl_module.net.state_dict()),
-                            epoch=trainer.current_epoch)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            if history and history[-1]["epoch"] == trainer.current_epoch:
-                history[-1].update({k: float(v) for k, v in trainer.callback_metrics.items()
-                                    if k.startswith("train_")})
+            loss = float(trainer.callback_metrics.get("val_loss", float("inf")))
+            if loss < best["loss"]:
+                best.update(loss=loss, state=copy.deepcopy(pl_module.net.state_dict()), epoch=trainer.current_epoch)
 
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best-{epoch}-{val_loss:.4f}",
                            monitor="val_loss", mode="min", save_top_k=1, save_last=True)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, logger=TensorBoardLogger(out_dir, name="tb"),
-        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience), ckpt, _Track()],
+        callbacks=[EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience), ckpt, _KeepBest()],
         enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=10, deterministic=False)
     t0 = time.perf_counter()
@@ -212,7 +203,7 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
     if best["state"] is not None:
         net.load_state_dict(best["state"])
     net.eval()
-    return FitResult(net=net, history=history, best_epoch=int(best["epoch"]), epochs_run=trainer.current_epoch,
+    return FitResult(net=net, history=module.history, best_epoch=int(best["epoch"]), epochs_run=trainer.current_epoch,
                      seconds=seconds, checkpoint=str(ckpt.best_model_path))
 
 
