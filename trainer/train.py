@@ -305,7 +305,7 @@ def run(args) -> int:
               f"(validation: {val_info['kept']} of {val_info['windows_scored']})")
         if not hard:
             break
-        train_s.set_hard_negatives(hard)
+        train_s.set_hard_negatives(train_s.hard + hard)  # keep earlier rounds' windows: not forgotten
         if val_hard:
             val = WindowSet(np.concatenate([val.x, np.stack(val_hard)]),
                             np.concatenate([val.y, np.zeros(len(val_hard), dtype=val.y.dtype)]),
