@@ -206,9 +206,10 @@ def test_double_snap_fires_a_device_trigger_automation_once(ha, device, states, 
     assert seen == [(p["event_type"], p["time"]) for p in published], (seen, published)
     assert len(events_of(states, device.entities["snap"], since)) == len(published_snaps)
 
-    # the demo's single, double and triple all came through, and exactly one double
+    # the demo's single, double and triple all came through (0.25 s: which gesture, not onset accuracy),
+    # and exactly one double
     for truth in DEMO_TRUTH["gestures"]:
-        assert any(p["count"] == truth["count"] and abs(p["time"] - truth["time"]) < 0.1 for p in published), \
+        assert any(p["count"] == truth["count"] and abs(p["time"] - truth["time"]) < 0.25 for p in published), \
             f"the demo's {GESTURE_TYPES[truth['count']]} at {truth['time']} s was not published: {published}"
     kinds = [p["event_type"] for p in published]
     assert kinds.count("double_snap") == 1, f"the demo holds one double snap; the listener published {kinds}"
