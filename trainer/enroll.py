@@ -358,6 +358,7 @@ class TuneConfig:
     p_user: float = 0.5
     p_hard: float = 0.3  # the rest: shipped data
     user_positive: float = 0.45  # share of positives among the user's windows
+    shipped_positive: float = 0.5  # share of positives among the shipped data's windows
     near_miss: float = 0.3  # also mine where the pipeline fires at this fraction of the threshold
     mining_rounds: int = 3  # mining passes: with the base model, then again after each 1/3 of the steps
     seed: int = 0
@@ -493,7 +494,8 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         ubank.background_kinds["train"] = shipped.background_kinds["train"]
     user_mix = MixConfig(p_positive=cfg.user_positive, p_background_mix=0.3, snr_db=(5.0, 30.0), gain_db=(-12.0, 6.0))
     user_sampler = WindowSampler(ubank, "train", spec, user_mix)
-    shipped_sampler = WindowSampler(shipped, "train", spec, MixConfig()) if shipped is not None else None
+    shipped_sampler = (WindowSampler(shipped, "train", spec, MixConfig(p_positive=cfg.shipped_positive))
+                       if shipped is not None else None)
     test_wins = None
     if shipped is not None and shipped.snaps["test"] and shipped.no_snaps["test"]:
         test_sampler = WindowSampler(shipped, "test", spec, MixConfig(augment=False))
