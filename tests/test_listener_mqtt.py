@@ -69,18 +69,32 @@ def test_replay_publishes_snaps_gestures_discovery_then_offline(tmp_path, broker
 
 
 def test_demo_scene_with_the_shipped_model(tmp_path, broker):
-    """The README's demo: the shipped model on demo/demo-scene.flac finds the single, the double
-    and the triple at their known times."""
+    """The README's demo: the shipped model on demo/demo-scene.flac publishes the single, the
+    double and the triple at their known times (event tolerance 0.15 s, well under the snaps'
+    0.3 s spacing), and exactly the events the same pipeline finds offline: nothing lost, added or
+    re-timed between the detector and the broker. (Onset precision is tests/test_detect_cli.py's.)"""
+    from snap_mqtt.audio_io import read_audio
+    from snap_mqtt.events import SnapEvent
+    from snap_mqtt.model_file import load_model
+    from snap_mqtt.pipeline import SnapPipeline
+
     assert default_model_path().is_file(), "models/snap-default.pt is missing"
     rec = Recorder(broker.port, [f"{T}/#"])
     proc = listen(tmp_path, broker, "--input", str(DEMO), "--speed", "0")
     assert proc.wait(90) == 0, proc.log
     rec.wait_payload(f"{T}/availability", "offline", timeout=5)
     rec.close()
-    assert close_to(event_times(rec.on(f"{T}/snap")), DEMO_TRUTH["snaps"], tol=0.06), event_times(rec.on(f"{T}/snap"))
+    snaps = event_times(rec.on(f"{T}/snap"))
+    assert close_to(snaps, DEMO_TRUTH["snaps"], tol=0.15), snaps
     gestures = [m.json() for m in rec.on(f"{T}/gesture")]
     assert [g["count"] for g in gestures] == [g["count"] for g in DEMO_TRUTH["gestures"]]
-    assert close_to([g["time"] for g in gestures], [g["time"] for g in DEMO_TRUTH["gestures"]], tol=0.06)
+    assert close_to([g["time"] for g in gestures], [g["time"] for g in DEMO_TRUTH["gestures"]], tol=0.15)
+
+    audio = read_audio(DEMO)
+    pipe = SnapPipeline(load_model(default_model_path()), None, audio.sample_rate, 1)
+    offline = pipe.process(audio.samples) + pipe.flush()
+    assert snaps == [round(e.time, 4) for e in offline if isinstance(e, SnapEvent)]
+    assert [g["time"] for g in gestures] == [round(e.time, 4) for e in offline if not isinstance(e, SnapEvent)]
 
 
 def test_ha_restart_pause_switch_sensitivity_and_clean_stop(tmp_path, broker):
