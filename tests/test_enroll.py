@@ -205,3 +205,15 @@ def test_calibrate_threshold_out_of_reach_keeps_recall():
     assert cal.note and "no threshold" in cal.note
     assert cal.threshold <= 0.5 and cal.recall >= 0.9
     assert cal.false_triggers == 2
+
+
+def test_calibrate_threshold_keeps_the_base_threshold_when_it_costs_no_snap():
+    peaks = [0.97, 0.98, 0.99, 0.995]
+    room = [np.array([0.1, 0.2, 0.3])]
+    free = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
+    kept = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    assert free.threshold < 0.94 and kept.threshold == pytest.approx(0.94)
+    assert kept.recall == 1.0 and "base threshold" in kept.note
+    # a floor that would lose held-back snaps is not kept
+    low = en.calibrate_threshold([0.5, 0.6, 0.97], room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    assert low.threshold < 0.5 and low.recall == 1.0

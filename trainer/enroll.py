@@ -200,12 +200,14 @@ class Calibration:
 def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], hours: float,
                         target_per_hour: float, merge_windows: int = 1,
                         grid: np.ndarray | None = None, fallback: float = 0.5,
-                        min_recall: float = 0.9) -> Calibration:
+                        min_recall: float = 0.9, floor: float | None = None) -> Calibration:
     """The threshold that keeps false triggers on the held-back room audio within
     `target_per_hour` and, among those, finds the most held-back snaps; of the thresholds that
     tie, the one in the middle (in log-odds), so that neither side sits on the edge.
     When no threshold meets the target, the one with the fewest false triggers among those that
-    still find `min_recall` of the held-back snaps: a threshold that finds no snaps helps nobody."""
+    still find `min_recall` of the held-back snaps: a threshold that finds no snaps helps nobody.
+    `floor` (the base model's threshold): never go below it when it finds as many held-back snaps
+    (a lower threshold that the held-back clips cannot justify only buys false triggers)."""
     grid = np.round(np.arange(0.02, 0.991, 0.005), 4) if grid is None else grid
     allowed = int(math.floor(target_per_hour * hours))
     peaks = np.asarray(pos_peaks, dtype=float)
@@ -224,6 +226,12 @@ def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], ho
     logit = np.log(cand / (1 - cand))
     t = float(1 / (1 + np.exp(-(logit.min() + logit.max()) / 2)))
     t = float(np.clip(round(t, 4), 0.02, 0.98))
+    if floor is not None and t < floor:
+        rec_t = (peaks >= t).mean() if len(peaks) else 1.0
+        rec_f = (peaks >= floor).mean() if len(peaks) else 1.0
+        if rec_f >= rec_t - 1e-12:
+            t = float(floor)
+            note = (note + "; " if note else "") + "kept the base threshold (it finds as many held-back snaps)"
     return Calibration(t, float((peaks >= t).mean()) if len(peaks) else 1.0,
                        int(sum(count_runs(s, t, merge_windows) for s in neg_scores)), allowed, hours, note)
 
@@ -526,7 +534,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     negs = [scores_of(score, x, w, hop) for x in user.room_held + user.room_train]
     neg_hours = (user.room_seconds(rate, True) + user.room_seconds(rate)) / 3600
     cal = calibrate_threshold(peaks, negs, neg_hours, target_per_hour, merge,
-                              fallback=meta.threshold)
+                              fallback=meta.threshold, floor=meta.threshold)
     if cal.note:
         log.warning("threshold: %s", cal.note)
     after = heldout_figures(score, det_spec, cal.threshold, user)
