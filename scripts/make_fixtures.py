@@ -70,24 +70,27 @@ def main() -> None:
 
 
 def clean_snap(path: Path, rate: int = 16000) -> bool:
-    """A clip whose onset can be trusted as ground truth: a clear transient (>= 20 dB over the
-    clip's median envelope) and nothing loud before it. Some upstream "snap" clips are mic
-    overloads, full-scale from their first sample: their found onset is not where the sound starts."""
-    from snap_mqtt.onset import find_onset
+    """A clip whose onset can be trusted as ground truth: one clear transient (>= 20 dB over the
+    clip's median envelope) and no other within 20 dB of it before its onset. Some upstream "snap"
+    windows are mic overloads, or also hold the start of an earlier snap cut by the window's edge:
+    pasted into a scene, that earlier sound is a real snap-like event the truth would not list."""
+    from snap_mqtt.onset import envelope, find_onset
 
     x = read_audio(path, rate).samples
     o = find_onset(x, rate)
     if o is None or o.prominence_db < 20:
         return False
-    before = np.abs(x[: max(o.index - rate // 200, 1)]).max()
-    return before < 0.5 * np.abs(x).max()
+    before = envelope(x, rate)[: max(o.index - rate // 200, 1)].max()
+    return before <= o.peak * 0.1
 
 
 def make_demo(snaps: list[Path], bg_dir: Path, out_dir: Path, rate: int = 16000) -> None:
     """A 22 s recording: speech, keyboard and music with a single, a double and a triple snap."""
     out_dir.mkdir(exist_ok=True)
     snaps = [f for f in snaps if clean_snap(f, rate)]
-    bed = np.concatenate([read_audio(bg_dir / n, rate).samples for n in ("speech.flac", "keyboard.flac", "music.flac")])
+    from trainer.scenes import faded, join
+
+    bed = join([read_audio(bg_dir / n, rate).samples for n in ("speech.flac", "keyboard.flac", "music.flac")], rate)
     bed = bed[: 24 * rate] * 0.5
     times = [2.0, 8.0, 8.35, 15.0, 15.3, 15.65]
     gestures = [(2.0, 1), (8.0, 2), (15.0, 3)]
@@ -95,6 +98,7 @@ def make_demo(snaps: list[Path], bg_dir: Path, out_dir: Path, rate: int = 16000)
     for t, f in zip(times, snaps):
         clip = read_audio(f, rate).samples
         o = snap_onset(clip, rate)
+        clip = faded(clip, rate)  # a clip pasted with hard edges adds clicks: transients of its own
         start = int(t * rate) - o
         bed[start:start + len(clip)] += clip
         onsets.append(round(t, 4))
