@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from trainer.fsutil import fsync_dir as _fsync_dir
+
 from trainer.cli import UsageError
 
 JOURNAL_NAME = ".snap-label-journal.jsonl"
@@ -96,19 +98,6 @@ def _signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _test_pause(point: str) -> None:

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from trainer.fsutil import fsync_dir as _fsync_dir
+
 from trainer.cli import UsageError
 
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}
@@ -192,19 +194,6 @@ def write_clip(path: Path, clip: np.ndarray, sample_rate: int, fmt: str) -> Path
         raise
     _fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
