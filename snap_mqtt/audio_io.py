@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
 MIN_RATE, MAX_RATE = 1000, 768000  # sample rates outside this are a corrupt header, not audio
@@ -45,6 +44,8 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """Polyphase resampling of a whole signal (offline use; the listener streams its own)."""
     if rate_in == rate_out or len(x) == 0:
         return np.asarray(x, dtype=np.float32)
+    from scipy.signal import resample_poly  # offline only: the listener streams through snap_mqtt.resample
+
     frac = Fraction(rate_out, rate_in).limit_denominator(1000)
     y = resample_poly(x, frac.numerator, frac.denominator)
     return y.astype(np.float32, copy=False)

@@ -10,16 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, sosfilt
-
-_SOS_CACHE: dict[tuple[int, float], np.ndarray] = {}
-
-
-def _highpass(sample_rate: int, cutoff_hz: float) -> np.ndarray:
-    key = (sample_rate, cutoff_hz)
-    if key not in _SOS_CACHE:
-        _SOS_CACHE[key] = butter(4, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
-    return _SOS_CACHE[key]
+from snap_mqtt.dsp import butter_highpass_ir, convolve_causal
 
 
 @dataclass(frozen=True)
@@ -32,7 +23,8 @@ class Onset:
 
 def envelope(x: np.ndarray, sample_rate: int, cutoff_hz: float = 1500.0, smooth_ms: float = 1.0) -> np.ndarray:
     """High-passed, rectified, lightly smoothed amplitude envelope."""
-    hp = sosfilt(_highpass(sample_rate, cutoff_hz), np.asarray(x, dtype=np.float64))
+    # 4th-order Butterworth high-pass (as scipy's butter + sosfilt, without importing scipy)
+    hp = convolve_causal(x, butter_highpass_ir(4, float(cutoff_hz), int(sample_rate)))
     env = np.abs(hp)
     n = max(1, int(sample_rate * smooth_ms / 1000))
     if n > 1:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import firwin
+
+from snap_mqtt.dsp import kaiser_lowpass
 
 
 _CHUNK_OUT = 4096  # output samples computed per vectorised step
@@ -30,7 +31,7 @@ class StreamingResampler:
             # the filter resample_poly designs for the same up/down
             max_rate = max(self.up, self.down)
             half_len = 10 * max_rate
-            h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
+            h = kaiser_lowpass(2 * half_len + 1, 1.0 / max_rate, 5.0) * self.up
             self._delay = half_len  # in upsampled samples: centres the filter on the output instant
             taps = -(-len(h) // self.up)  # input samples per output
             hp = np.zeros(taps * self.up)
