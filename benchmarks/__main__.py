@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['ours']['loadavg_1min'][0]:.1f}-{c['ours']['loadavg_1min'][1]:.1f} during the CPU run")
     print(f"CPU, detection path, 1 torch thread: ours {c['ours']['cpu_seconds_per_audio_second']:.4f} s per audio s "
           f"({c['ours']['windows_per_second']:.0f} windows/s)")
-    print(f"  with 0.05 s capture blocks {c['ours_block_0.05']['cpu_seconds_per_audio_second']:.4f}, "
+    print(f"  without the onset gate {c['ours_no_gate']['cpu_seconds_per_audio_second']:.4f}; gated, "
+          f"with 0.05 s capture blocks {c['ours_block_0.05']['cpu_seconds_per_audio_second']:.4f}, "
           f"with 0.1 s blocks {c['ours_block_0.1']['cpu_seconds_per_audio_second']:.4f}")
     if "seed_same_hop" in c:
         print(f"  seed model at the same hop: {c['seed_same_hop']['cpu_seconds_per_audio_second']:.3f} s per audio s "
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{c['seed_same_hop_block_0.1']['cpu_seconds_per_audio_second']:.3f} "
               f"({c['seed_over_ours_same_hop_block_0.1']:.1f}x ours) with 0.1 s blocks; at its own 2 s blocks: "
               f"{c['seed_own_2s_blocks']['cpu_seconds_per_audio_second']:.4f}")
+        print(f"  both without the onset gate at the same hop: seed "
+              f"{c['seed_same_hop_no_gate']['cpu_seconds_per_audio_second']:.3f} "
+              f"({c['seed_over_ours_same_hop_no_gate']:.1f}x ours ungated, "
+              f"{c['seed_ungated_over_listener']:.1f}x the listener's gated path)")
     if "live" in res:
         lv = res["live"]
         s, g, g3 = lv["snap_latency"], lv["gesture_latency_from_last_snap"], lv["triple_latency_from_last_snap"]

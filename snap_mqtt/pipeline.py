@@ -34,6 +34,7 @@ class DetectionParams:
     max_count: int = 3
     hop_samples: int | None = None
     history_seconds: float = 2.0  # recent audio kept for `recent_audio` (detection clips)
+    onset_gate: bool = True  # score only windows where an onset could be placed (Detector)
 
     @classmethod
     def from_settings(cls, s: Any) -> "DetectionParams":
@@ -63,7 +64,7 @@ class SnapPipeline:
     def _make_detector(self, model: Any, spec: WindowSpec | None, start_sample: int) -> Detector:
         p = self.params
         return Detector(model, threshold=p.threshold, refractory=p.refractory, hop_samples=p.hop_samples,
-                        spec=spec, start_sample=start_sample)
+                        spec=spec, start_sample=start_sample, onset_gate=p.onset_gate)
 
     # -- properties ---------------------------------------------------------------------------------
     @property

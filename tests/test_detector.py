@@ -45,7 +45,7 @@ def noise(seconds: float, seed: int = 3) -> np.ndarray:
 def test_windows_are_aligned_to_the_hop_and_scored_in_one_batch_per_block():
     x = noise(2.0)
     sc = TableScorer(x, {})
-    det = Detector(sc, spec=SPEC)
+    det = Detector(sc, spec=SPEC, onset_gate=False)  # every window to the scorer (the gate: below)
     det.push(x[:WIN - 1])
     assert sc.calls == []  # no window complete yet
     det.push(x[WIN - 1: WIN])
@@ -58,7 +58,7 @@ def test_windows_are_aligned_to_the_hop_and_scored_in_one_batch_per_block():
 def test_a_long_block_is_scored_in_bounded_batches():
     x = noise(8.0)
     sc = TableScorer(x, {})
-    Detector(sc, spec=SPEC).push(x)
+    Detector(sc, spec=SPEC, onset_gate=False).push(x)
     n = (len(x) - WIN) // HOP + 1
     assert sum(sc.calls) == n and max(sc.calls) <= MAX_BATCH and len(sc.calls) == -(-n // MAX_BATCH)
 
@@ -259,3 +259,61 @@ def test_windowspec_without_onset_region_assumes_the_whole_window():
                          trainer_version="x")
     spec = WindowSpec.from_metadata(meta)
     assert (spec.onset_min_samples, spec.onset_max_samples) == (0, 3999)
+
+
+# -- the onset gate: which windows go to the model -------------------------------------------------
+
+def _fixture_audio() -> list[np.ndarray]:
+    """Real recordings at the model's rate: every background fixture, the no_snap clips end to end,
+    real snaps in a keyboard background, and synthetic clicks in low noise."""
+    from snap_mqtt.audio_io import read_audio
+
+    fx = ROOT / "tests" / "fixtures" / "audio"
+    out = [read_audio(p, sample_rate=RATE).samples for p in sorted((fx / "background").glob("*.flac"))]
+    out.append(np.concatenate([read_audio(p, sample_rate=RATE).samples for p in sorted((fx / "no_snap").glob("*.flac"))]))
+    out.append(real_snap_scene([0.6, 1.0, 1.35, 3.1, 5.2], "keyboard", seconds=6.0)[0])
+    out.append(scene([0.5, 0.8, 2.0, 2.3, 2.6], 3.5))
+    return out
+
+
+def test_onset_gate_passes_every_window_the_detector_could_fire_on():
+    """The gate only saves work: a window it keeps from the model is one `_localise` rejects."""
+    det = Detector(lambda w: np.zeros(len(w)), spec=SPEC)
+    kept = accepted = total = 0
+    for x in _fixture_audio():
+        n = (len(x) - WIN) // HOP + 1
+        wins = np.lib.stride_tricks.sliding_window_view(x, WIN)[::HOP][:n]
+        gate = det._gate.candidates(wins)
+        for k in range(n):
+            if det._localise(wins[k]) is not None:
+                accepted += 1
+                assert gate[k], f"window {k}: the detector could fire here, the gate kept it from the model"
+        kept += int(gate.sum())
+        total += n
+    assert accepted > 20  # the fixtures do hold onsets
+    assert kept < 0.8 * total  # and the gate does keep windows from the model
+
+
+def test_onset_gate_rejects_steady_noise_and_silence():
+    det = Detector(lambda w: np.zeros(len(w)), spec=SPEC)
+    wins = np.stack([noise(0.25, seed=s)[:WIN] for s in range(20)] + [np.zeros(WIN, np.float32)])
+    assert det._gate.candidates(wins).sum() <= 2
+
+
+def test_default_model_gives_the_same_events_with_and_without_the_gate_on_fewer_windows():
+    model = load_model(default_model_path())
+    x, truth = _demo()
+    counted = []
+
+    def scorer(w):
+        counted.append(len(w))
+        return model.predict(torch.from_numpy(np.array(w))).numpy()
+
+    spec = WindowSpec.from_metadata(model.metadata)
+    plain = Detector(scorer, spec=spec, onset_gate=False).push(x)
+    n_plain = sum(counted)
+    counted.clear()
+    gated = Detector(scorer, spec=spec).push(x)
+    assert [e.time for e in gated] == [e.time for e in plain]
+    assert len(gated) == len(truth["snaps"])
+    assert sum(counted) < 0.8 * n_plain  # (the demo scene has a background: most windows stay)
