@@ -13,6 +13,7 @@ wall time is measured with one torch thread. Prints a table and writes <work>/en
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -44,6 +45,18 @@ def figures(model_path: Path, scenes: Path, threshold: float | None = None) -> d
     return out
 
 
+def tune_overrides(items: list[str], cls: type) -> dict:
+    """`FIELD=VALUE` strings to TuneConfig keyword arguments, typed like the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        out[name] = type(fields[name].default)(value)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -55,6 +68,8 @@ def main() -> int:
     ap.add_argument("--shipped-scenes", type=Path, default=None,
                     help="scenes built by `snap-train scenes` from the shipped data (default: build into WORK)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a fine-tuning setting (trainer.enroll.TuneConfig), e.g. --set p_hard=0.2")
     args = ap.parse_args()
 
     import torch
@@ -66,18 +81,19 @@ def main() -> int:
     from trainer import simroom as sr
 
     base = args.base or default_model_path()
+    overrides = tune_overrides(args.set, en.TuneConfig)
     args.work.mkdir(parents=True, exist_ok=True)
     shipped = args.shipped_scenes or args.work / "shipped-scenes"
     if not (shipped / sc.INDEX_NAME).exists():
         sc.build(args.data, shipped, seed=0)
-    results = {"base": str(base), "persons": {}}
+    results = {"base": str(base), "tune": {**dataclasses.asdict(en.TuneConfig()), **overrides}, "persons": {}}
     results["shipped_base"] = figures(base, shipped)
     for seed in (int(s) for s in args.seeds.split(",")):
         d = args.work / f"person-{seed}"
         if not (d / "person.json").exists():
             sr.build_simroom(args.data, d, seed=seed, n_snaps=args.snaps, room_seconds=args.room_seconds)
         out = args.work / f"enrolled-{seed}.pt"
-        cfg = en.TuneConfig(seed=0, **({"steps": args.steps} if args.steps else {}))
+        cfg = en.TuneConfig(seed=0, **({"steps": args.steps} if args.steps else {}), **overrides)
         t0 = time.monotonic()
         r = en.enroll(d / "enroll", out, base, args.data, cfg, overwrite=True, progress=False)
         wall = time.monotonic() - t0

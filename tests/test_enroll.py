@@ -141,6 +141,10 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["base_threshold"] == pytest.approx(base.metadata.threshold)
     assert set(e["before"]) >= {"snaps_found", "false_triggers", "threshold"}
     assert e["shipped_data"]["train_snap"] > 0  # the fixtures stood in for the shipped data
+    # the shipped negatives were mined too (so that the new snaps do not unlearn their false triggers)
+    assert e["fine_tuning"]["mine_shipped"] is True
+    assert e["hard_negatives"]["shipped_negative_seconds"] > 0
+    assert 0 <= e["hard_negatives"]["from_shipped_data"] <= e["hard_negatives"]["mined_windows"]
     # same contract as the base: rate, window, hop, onset region
     for k in ("sample_rate", "window_samples", "hop_samples", "onset_min_samples", "onset_max_samples"):
         assert getattr(meta, k) == getattr(base.metadata, k)
@@ -217,3 +221,26 @@ def test_calibrate_threshold_keeps_the_base_threshold_when_it_costs_no_snap():
     # a floor that would lose held-back snaps is not kept
     low = en.calibrate_threshold([0.5, 0.6, 0.97], room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert low.threshold < 0.5 and low.recall == 1.0
+
+
+def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():
+    from trainer.data import ClipBank
+
+    rate = 16000
+    bank = ClipBank(sample_rate=rate)
+    bank.backgrounds["train"] = [np.zeros(8000, np.float32), np.zeros(0, np.float32)]
+    bank.no_snaps["train"] = [np.full(4000, 0.1, np.float32), np.full(4000, -0.1, np.float32)]
+    audio = en.shipped_negative_audio(bank, rate)
+    assert [len(a) for a in audio] == [8000, 8000 - int(0.010 * rate)]  # empty skipped; 10 ms crossfade
+
+    from snap_mqtt.detector import WindowSpec
+
+    spec = WindowSpec(sample_rate=rate, window_samples=4000, hop_samples=320, threshold=0.5,
+                      onset_min_samples=1440, onset_max_samples=3360)
+    x = np.zeros(3 * rate, np.float32)
+    x[rate: rate + 200] = np.hanning(200) * np.random.default_rng(0).standard_normal(200)  # a click at 1.0 s
+    found, real = en.mine_hard_negatives(lambda w: np.full(len(w), 0.9), spec, 0.5, [np.zeros(rate, np.float32), x],
+                                         near_miss=0.5, offset=7)
+    assert found and all(i == 8 for i, _ in found)  # second recording, indices shifted by the offset
+    assert real == len(found)
+    assert all(rate - 3360 - 400 <= s <= rate - 1440 for _, s in found)
