@@ -99,6 +99,11 @@ def make_demo(snaps: list[Path], bg_dir: Path, out_dir: Path, rate: int = 16000)
         clip = read_audio(f, rate).samples
         o = snap_onset(clip, rate)
         clip = faded(clip, rate)  # a clip pasted with hard edges adds clicks: transients of its own
+        # and its own room tone ramps in over the part before the snap: pasted louder than the bed,
+        # a 4 ms fade-in made it a 20 dB step 0.2 s before the snap, which a model may call a snap
+        n_in = o - int(0.005 * rate)
+        if n_in > 1:
+            clip[:n_in] *= np.sin(np.linspace(0, np.pi / 2, n_in)) ** 2
         start = int(t * rate) - o
         bed[start:start + len(clip)] += clip
         onsets.append(round(t, 4))

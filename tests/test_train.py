@@ -19,7 +19,8 @@ from trainer.splits import split_of
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
 TINY = ["--epochs", "5", "--patience", "6", "--mine-rounds", "1", "--mine-epochs", "2", "--epoch-windows", "512", "--val-windows", "256",
-        "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7"]
+        "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7",
+        "--polish-steps", "30"]
 
 # Scores the model in a fresh interpreter that must not import torchaudio: each clip is placed in
 # noise at its own floor and scored over every window position (hop as in the metadata); the clip's score is
@@ -78,6 +79,9 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     assert [h["epoch"] for h in history] == list(range(len(history)))
     run = json.loads((tiny_run / "run.json").read_text())
     assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
+    polish = run["training"]["polish"]  # and the event-level polish over the negatives
+    assert polish["negative_seconds"] > 0 and polish["mining_rounds"][0]["windows"] >= 0
+    assert polish["steps"] in (0, 30) and (polish["steps"] == 0) == (polish["mining_rounds"][0]["windows"] == 0)
     # the manifest records every file with its split
     import pandas as pd
 
@@ -115,3 +119,25 @@ def test_fine_tuning_starts_from_a_model_file(tiny_run, tmp_path):
     assert run["training"]["init"] == str(tiny_run / "model.pt")
     assert load_model(out / "model.pt").metadata.extra["model_config"] == \
         load_model(tiny_run / "model.pt").metadata.extra["model_config"]
+
+
+def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_path, capsys):
+    src = tiny_run / "model.pt"
+    out = tmp_path / "polished.pt"
+    rc = snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "20",
+                     "--test-windows", "64", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "false triggers on" in text and "test windows at threshold" in text
+    base, new = load_model(src).metadata, load_model(out).metadata
+    assert new.threshold == pytest.approx(base.threshold)  # the polish keeps the calibrated threshold
+    info = new.extra["polish"]
+    assert info["base"] == "model.pt" and len(info["base_sha256"]) == 64
+    assert info["negative_seconds"] > 0 and set(info["test_windows_before"]) == {"precision", "recall", "f1", "auroc"}
+    for k in ("precision", "recall", "f1"):
+        assert 0.0 <= new.test_metrics[k] <= 1.0
+    # never over an existing file, never over itself
+    assert snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "5"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert snap_train(["polish", str(tmp_path / "missing.pt"), "--data", str(FIX), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("trainer.record", "record clips from a microphone (guided mode labels as it records)"),
     "label": ("trainer.label", "sort unlabelled clips into snap/ and no_snap/"),
     "train": ("trainer.train", "train a model on a data folder and export it"),
+    "polish": ("trainer.polish", "fine-tune a model against where the listener fires on training negatives"),
     "scenes": ("trainer.scenes", "build evaluation scenes from held-out clips and backgrounds"),
     "evaluate": ("trainer.evaluate", "event-level evaluation of a model against scenes and negatives"),
     "enroll": ("trainer.enroll", "fine-tune a model on your own snaps and room"),

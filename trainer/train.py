@@ -100,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rounds of hard-negative mining over the training backgrounds (default: %(default)s)")
     parser.add_argument("--mine-epochs", type=int, default=8,
                         help="epochs of training after each mining round (default: %(default)s)")
+    parser.add_argument("--polish-steps", type=int, default=500,
+                        help="last stage: fine-tune against where the listener's pipeline fires on the training and "
+                             "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -320,6 +323,17 @@ def run(args) -> int:
                            seconds=result.seconds + more.seconds, checkpoint=more.checkpoint)
     val_scores = score_windows(result.net, val.x)
     threshold = report.calibrate_threshold(val_scores, val.y, beta=cfg.threshold_beta)
+    polished = None
+    if args.polish_steps > 0:
+        # event-level hard negatives at the calibrated threshold, which the polish keeps
+        from trainer.polish import det_spec_for, negative_audio, polish
+
+        polished = polish(result.net, train_s, negative_audio(bank), det_spec_for(spec, cfg.hop_samples, threshold),
+                          args.polish_steps, cfg.seed, progress=cfg.progress)
+        print(f"polish: {polished['steps']} steps against the pipeline's false triggers on "
+              f"{polished['negative_seconds']:.0f} s of training/validation negatives "
+              f"({' -> '.join(str(r['false_triggers']) for r in polished['mining_rounds'])} per mining round)")
+        val_scores = score_windows(result.net, val.x)
     val_metrics = report.binary_metrics(val_scores, val.y, threshold, val.kinds)
     test_scores = score_windows(result.net, test.x)
     test_metrics = report.binary_metrics(test_scores, test.y, threshold, test.kinds)
@@ -341,7 +355,7 @@ def run(args) -> int:
                 "epochs_run": result.epochs_run, "fit_seconds": round(result.seconds, 1),
                 "total_seconds": round(t_trained - t_start, 1), "load_seconds": round(t_loaded - t_start, 1),
                 "parameters": count_parameters(result.net), "init": str(args.init) if args.init else None,
-                "mining": mining}
+                "mining": mining, "polish": polished}
     meta = build_metadata(result.net.cfg, spec, cfg.hop_samples, threshold, data=data_summary,
                           test_metrics={**test_metrics, "val": val_metrics}, extra={"training": training})
     try:

@@ -1,0 +1,154 @@
+"""`snap-train polish`: the last training stage, event-level hard-negative fine-tuning.
+
+    snap-train polish models/snap-default.pt --data ../shared/data --out runs/polished.pt
+
+Window-level training draws windows at random; the listener fires on events. This stage runs the
+listener's own SnapPipeline over the training and validation parts' negative audio (their no_snap
+clips joined end to end and their backgrounds, never the test part or the evaluation backgrounds),
+and trains against every window where it fires, near misses at 0.3x the threshold included,
+mining again after each third of the steps: enrollment's fine-tuning (`trainer.enroll`), with the
+training part's own windows in place of a user's. The threshold stays the one the model was
+calibrated with; the test windows are scored again and the metadata records both.
+
+`snap-train train` ends with it (`--polish-steps`, 0 to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 500
+NEGATIVE_SPLITS = ("train", "val")  # the test part stays unseen
+
+
+def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list[np.ndarray]:
+    """The parts' backgrounds and their no_snap clips joined end to end, as recordings to mine."""
+    from trainer.enroll import shipped_negative_audio
+    from trainer.data import ClipBank
+
+    out: list[np.ndarray] = []
+    for split in splits:
+        part = ClipBank(sample_rate=bank.sample_rate)
+        part.backgrounds["train"] = bank.backgrounds[split]
+        part.no_snaps["train"] = bank.no_snaps[split]
+        out += shipped_negative_audio(part, bank.sample_rate)
+    return out
+
+
+def polish(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int = DEFAULT_STEPS,
+           seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune `net` in place against the pipeline's detections on `pool`; returns what was done."""
+    from trainer import enroll as en
+
+    cfg = en.TuneConfig(steps=steps, p_user=0.7, p_hard=0.3, seed=seed)
+    t0 = time.monotonic()
+    hard, fired = en.mine_hard_negatives(en.make_scorer(net), det_spec, det_spec.threshold, pool, cfg.near_miss)
+    rounds = [{"windows": len(hard), "false_triggers": fired}]
+    batches = en.BatchMaker(sampler, None, pool, det_spec.window_samples, det_spec.hop_samples, cfg)
+    batches.hard = list(hard)
+
+    def remine(current) -> None:
+        more, n = en.mine_hard_negatives(en.make_scorer(current), det_spec, det_spec.threshold, pool, cfg.near_miss)
+        batches.hard = list(dict.fromkeys(batches.hard + more))
+        rounds.append({"windows": len(more), "false_triggers": n})
+        current.eval()
+
+    if hard:
+        losses = en.fine_tune(net, batches, cfg, remine=remine, progress=progress)
+    else:  # nothing fires on the negatives, not even near misses: nothing to learn here
+        losses = []
+    return {"steps": steps if hard else 0, "settings": asdict(cfg),
+            "negative_seconds": round(sum(map(len, pool)) / det_spec.sample_rate, 1),
+            "mining_rounds": rounds, "hard_windows": len(batches.hard),
+            "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def det_spec_for(spec: Any, hop: int, threshold: float) -> Any:
+    """The detector's view of a trainer WindowSpec at a threshold."""
+    from snap_mqtt.detector import WindowSpec as DetSpec
+
+    return DetSpec(spec.sample_rate, spec.window_samples, hop, float(threshold), spec.onset_min, spec.onset_max)
+
+
+# ---------------------------------------------------------------------------------------------
+# the subcommand
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trainer.train import DEFAULT_DATA, TrainConfig
+
+    parser.add_argument("model", type=Path, help="model file written by snap-train (train or enroll)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the polished model")
+    parser.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="fine-tuning steps (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--test-windows", type=int, default=TrainConfig.test_windows,
+                        help="test windows scored before and after (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainer import report
+    from trainer.data import MixConfig, WindowSampler
+    from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
+    from trainer.train import _held_out_sampler, make_window_set, prepare_data, score_windows
+
+    if args.steps <= 0:
+        raise UsageError("--steps must be positive")
+    if not args.model.is_file():
+        raise UsageError(f"{args.model}: no such model file")
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out}: exists; pass --overwrite to replace it")
+    if args.out.exists() and args.out.resolve() == args.model.resolve():
+        raise UsageError(f"{args.out}: is the model being polished; write to another file")
+    torch.set_num_threads(max(1, args.threads))
+    t0 = time.monotonic()
+    net, meta = load_trainable(args.model)
+    spec = window_spec_of(meta)
+    mix = MixConfig()
+    _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
+    test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows, 1234 + 2)
+    before = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
+
+    pool = negative_audio(bank)
+    det = det_spec_for(spec, meta.hop_samples, meta.threshold)
+    info = polish(net, WindowSampler(bank, "train", spec, mix), pool, det, args.steps, args.seed,
+                  progress=not args.no_progress)
+    after = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
+    info.update(base=args.model.name, base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
+                date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")})
+    extra = {k: v for k, v in meta.extra.items() if k not in ("model_config", "window_spec")}
+    extra["polish"] = info
+    new_meta = build_metadata(net.cfg, spec, meta.hop_samples, meta.threshold, data=meta.data,
+                              test_metrics={**after, "val": meta.test_metrics.get("val")}, enrollment=meta.enrollment,
+                              extra=extra)
+    try:
+        path = export_model(net, new_meta, args.out, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    rounds = ", ".join(f"{r['false_triggers']} ({r['windows']} windows)" for r in info["mining_rounds"])
+    print(f"false triggers on {info['negative_seconds']:.0f} s of training/validation negatives, per mining round: "
+          f"{rounds}")
+    print(f"test windows at threshold {meta.threshold:.3f}: precision {before['precision']:.4f} -> "
+          f"{after['precision']:.4f}, recall {before['recall']:.4f} -> {after['recall']:.4f}, "
+          f"F1 {before['f1']:.4f} -> {after['f1']:.4f}")
+    print(f"wrote {path} in {time.monotonic() - t0:.0f} s")
+    return 0
