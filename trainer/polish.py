@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer import report
     from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import _held_out_sampler, make_window_set, prepare_data, score_windows
+    from trainer.train import TrainConfig, _held_out_sampler, make_window_set, prepare_data, score_windows
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     spec = window_spec_of(meta)
     mix = MixConfig()
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
-    test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows, 1234 + 2)
+    # the same test windows as `snap-train train` draws with its default seed
+    test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows,
+                           TrainConfig().seed + 2)
     before = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
 
     pool = negative_audio(bank)
