@@ -337,15 +337,17 @@ def window_metrics(score: Callable, wins: np.ndarray, labels: np.ndarray, thresh
 # the shipped data (a sample of it)
 
 
-def shipped_negative_audio(bank, rate: int) -> list[np.ndarray]:
-    """The replayed shipped negatives as recordings to mine: each training background, and the
-    no_snap clips joined end to end with 10 ms crossfades (a hard cut would be a click)."""
+def shipped_negative_audio(bank, rate: int, splits: tuple[str, ...] = ("train",)) -> list[np.ndarray]:
+    """A ClipBank's negatives as recordings to mine, per split: each background, and the no_snap
+    clips joined end to end with 10 ms crossfades (a hard cut would be a click)."""
     from trainer.scenes import join
 
-    out = [np.asarray(b, dtype=np.float32) for b in bank.backgrounds["train"] if len(b)]
-    clips = [c for c in bank.no_snaps["train"] if len(c)]
-    if clips:
-        out.append(join(clips, rate, xfade_s=0.010))
+    out: list[np.ndarray] = []
+    for split in splits:
+        out += [np.asarray(b, dtype=np.float32) for b in bank.backgrounds[split] if len(b)]
+        clips = [c for c in bank.no_snaps[split] if len(c)]
+        if clips:
+            out.append(join(clips, rate, xfade_s=0.010))
     return out
 
 
@@ -411,14 +413,20 @@ class BatchMaker:
         self.window, self.hop, self.cfg = window, hop, cfg
         # room[:user_recordings] is the user's audio, the rest the shipped data's (None: all the user's)
         self.user_recordings = len(room) if user_recordings is None else int(user_recordings)
-        self.hard: list[tuple[int, int]] = []
+        self.hard = []
+
+    @property
+    def hard(self) -> list[tuple[int, int]]:
+        """Mined windows (recording index, start); set as a whole, split once by whose audio."""
+        return self._hard_all
+
+    @hard.setter
+    def hard(self, windows: list[tuple[int, int]]) -> None:
+        self._hard_all = list(windows)
+        self._mine = [h for h in self._hard_all if h[0] < self.user_recordings]
+        self._theirs = [h for h in self._hard_all if h[0] >= self.user_recordings]
 
     def _pick_hard(self, rng: np.random.Generator) -> tuple[int, int]:
-        key = (id(self.hard), len(self.hard))
-        if getattr(self, "_split_key", None) != key:  # re-split only when the pool changed
-            self._mine = [h for h in self.hard if h[0] < self.user_recordings]
-            self._theirs = [h for h in self.hard if h[0] >= self.user_recordings]
-            self._split_key = key
         mine, theirs = self._mine, self._theirs
         group = mine if mine and (not theirs or rng.random() < self.cfg.p_hard_user) else theirs
         return group[int(rng.integers(len(group)))]

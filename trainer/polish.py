@@ -36,15 +36,8 @@ NEGATIVE_SPLITS = ("train", "val")  # the test part stays unseen
 def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list[np.ndarray]:
     """The parts' backgrounds and their no_snap clips joined end to end, as recordings to mine."""
     from trainer.enroll import shipped_negative_audio
-    from trainer.data import ClipBank
 
-    out: list[np.ndarray] = []
-    for split in splits:
-        part = ClipBank(sample_rate=bank.sample_rate)
-        part.backgrounds["train"] = bank.backgrounds[split]
-        part.no_snaps["train"] = bank.no_snaps[split]
-        out += shipped_negative_audio(part, bank.sample_rate)
-    return out
+    return shipped_negative_audio(bank, bank.sample_rate, splits)
 
 
 def polish(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int = DEFAULT_STEPS,
