@@ -11,6 +11,13 @@ is seen by several overlapping windows; the detector fires on the first window w
 onset is new, i.e. at least `refractory` seconds after the last event's onset. That window is the
 earliest the model can be sure (the onset ~40 ms before the window's end with the shipped model),
 so an event is out about 40-60 ms after the snap starts, and two snaps 250 ms apart are two events.
+
+Two thresholds (`follow_threshold` below `threshold`, both off when equal): a snap that would start
+a new gesture must reach `threshold`, where false triggers are decided; a snap within `follow_seconds`
+(the gesture gap) of the last one only needs `follow_threshold`, and so do up to two earlier snaps
+just before a snap that reaches `threshold` (reported together with it, first). Speech or music
+rarely clears even the lower bar at exactly such a moment, while one missed snap of a double
+or triple gets the count wrong.
 """
 
 from __future__ import annotations
@@ -45,14 +52,24 @@ class WindowSpec:
     threshold: float
     onset_min_samples: int
     onset_max_samples: int
+    follow_threshold: float | None = None  # None: the same as threshold (one threshold)
 
     @classmethod
     def from_metadata(cls, meta: Any) -> "WindowSpec":
         lo, hi = int(meta.onset_min_samples), int(meta.onset_max_samples)
         if hi <= lo:  # older metadata without a region: assume the snap may sit anywhere
             lo, hi = 0, int(meta.window_samples) - 1
+        follow = getattr(meta, "follow_threshold", None)
         return cls(int(meta.sample_rate), int(meta.window_samples), int(meta.hop_samples),
-                   float(meta.threshold), lo, hi)
+                   float(meta.threshold), lo, hi, None if follow is None else float(follow))
+
+
+@dataclass
+class _Candidate:
+    """A snap the lower threshold saw but the higher one did not (yet): it fires only next to a sure one."""
+
+    onset: int  # absolute sample
+    prob: float
 
 
 class Detector:
@@ -60,12 +77,13 @@ class Detector:
 
     `model` is a loaded `SnapModel` (its metadata gives rate, window, hop, threshold and the
     onset region), or any callable scorer `[B, window] -> [B]` together with `spec=WindowSpec(...)`.
-    `threshold` and `hop_samples` override the model's. `start_sample` offsets the time base (used
-    when a model is swapped mid-stream)."""
+    `threshold`, `follow_threshold` and `hop_samples` override the model's. `follow_seconds` is how
+    close to a sure snap the lower threshold applies (the gesture gap; 0 turns it off).
+    `start_sample` offsets the time base (used when a model is swapped mid-stream)."""
 
     def __init__(self, model: Any, threshold: float | None = None, refractory: float = 0.15,
                  hop_samples: int | None = None, *, spec: WindowSpec | None = None, start_sample: int = 0,
-                 onset_gate: bool = True):
+                 onset_gate: bool = True, follow_threshold: float | None = None, follow_seconds: float = 0.0):
         if spec is None:
             meta = getattr(model, "metadata", None)
             if meta is None:
@@ -85,6 +103,13 @@ class Detector:
             raise ValueError(f"refractory must be > 0 seconds, got {refractory}")
         self.refractory = float(refractory)
         self._refr_samples = int(round(self.refractory * self.sample_rate))
+        follow = follow_threshold if follow_threshold is not None else spec.follow_threshold
+        self.follow_threshold = self.threshold if follow is None else float(follow)
+        if not 0.0 < self.follow_threshold < 1.0:
+            raise ValueError(f"follow_threshold must lie in (0, 1), got {self.follow_threshold}")
+        if follow_seconds < 0:
+            raise ValueError(f"follow_seconds must be >= 0, got {follow_seconds}")
+        self._follow_samples = int(round(follow_seconds * self.sample_rate))
         self._lo = max(0, spec.onset_min_samples)
         self._hi = min(self.window, spec.onset_max_samples + int(round(_PEAK_LEAD_S * self.sample_rate)))
         self._gate = _OnsetGate(self.sample_rate, self.window, self._lo, self._hi) if onset_gate else None
@@ -102,6 +127,7 @@ class Detector:
         self._next_window = self._origin  # absolute start of the next window to score
         self._last_onset: int | None = None  # absolute onset of the last event
         self._run_max = 0.0  # highest probability since the last event within the current run
+        self._pending: list[_Candidate] = []  # recent snaps that reached only the follow threshold
 
     def reset(self, gap_samples: int = 0) -> None:
         """Forget buffered audio and the refractory state (after an audio gap); the time base goes
@@ -117,6 +143,11 @@ class Detector:
     def samples_seen(self) -> int:
         """Samples of audio consumed since the stream began (the detector's clock)."""
         return self._samples_seen
+
+    @property
+    def floor(self) -> float:
+        """The lowest probability that can make an event: the follow threshold when it is in use."""
+        return min(self.threshold, self.follow_threshold) if self._follow_samples > 0 else self.threshold
 
     @property
     def now(self) -> float:
@@ -179,9 +210,10 @@ class Detector:
                 raise RuntimeError(f"scorer returned {len(p)} probabilities for {n_todo} windows")
             probs[todo] = p
         events: list[SnapEvent] = []
+        floor = self.floor
         for i in range(count):
             p = float(probs[i])
-            if not p >= self.threshold:  # also False for NaN
+            if not p >= floor:  # also False for NaN
                 self._run_max = 0.0
                 continue
             self._run_max = max(self._run_max, p)
@@ -190,14 +222,47 @@ class Detector:
             if where is None:
                 continue  # nothing in the region starts a transient: the run belongs to an earlier onset
             onset = start + where
-            if self._last_onset is not None and onset - self._last_onset < self._refr_samples:
+            last = self._last_onset
+            if last is not None and onset - last < self._refr_samples:
                 continue  # the snap already reported, seen again by a later window
-            self._last_onset = onset
+            follows = last is not None and onset - last < self._follow_samples
+            if p < self.threshold and not follows:
+                self._note_candidate(onset, p)  # not sure enough alone: kept in case a sure snap follows
+                continue
             end = start + self.window
+            for c in ([] if follows else self._take_candidates(onset)):
+                events.append(SnapEvent(time=c.onset / self.sample_rate, confidence=c.prob,
+                                        detected_at=end / self.sample_rate, timestamp=iso_now()))
+            self._last_onset = onset
             events.append(SnapEvent(time=onset / self.sample_rate, confidence=self._run_max,
                                     detected_at=end / self.sample_rate, timestamp=iso_now()))
             self._run_max = 0.0
+            self._pending = []
         return events
+
+    def _note_candidate(self, onset: int, p: float) -> None:
+        if self._follow_samples <= 0:
+            return
+        if self._pending and onset - self._pending[-1].onset < self._refr_samples:
+            self._pending[-1].prob = max(self._pending[-1].prob, p)  # the same snap, seen again
+            return
+        # only the last two can still join a gesture with a sure snap to come
+        self._pending = [c for c in self._pending[-1:] if onset - c.onset < self._follow_samples]
+        self._pending.append(_Candidate(onset, p))
+
+    def _take_candidates(self, onset: int) -> list[_Candidate]:
+        """The pending snaps that chain to a sure snap at `onset`, each within the gesture gap of
+        the next: they belong to its gesture (a double or triple whose first snaps were unsure)."""
+        taken: list[_Candidate] = []
+        nxt = onset
+        for c in reversed([c for c in self._pending if onset - c.onset >= self._refr_samples]):  # not this snap
+            if self._refr_samples <= nxt - c.onset < self._follow_samples:
+                taken.insert(0, c)
+                nxt = c.onset
+            else:
+                break
+        self._pending = []
+        return taken
 
     def _localise(self, window: np.ndarray) -> int | None:
         """Onset of the snap within the window's positive region, in samples from its start; None

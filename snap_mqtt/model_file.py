@@ -42,6 +42,9 @@ class ModelMetadata:
     # window's start: [onset_min, onset_max]. The detector uses it to place events in time.
     onset_min_samples: int = 0
     onset_max_samples: int = 0
+    # A snap within the gesture gap of a sure one (threshold reached) needs only this; None: one
+    # threshold for every snap (files written before it existed).
+    follow_threshold: float | None = None
     architecture: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +86,8 @@ class ModelMetadata:
                 raise ModelFileError(f"{source}: model metadata field '{name}' must be positive")
         if not 0.0 < float(meta.threshold) < 1.0:
             raise ModelFileError(f"{source}: model metadata field 'threshold' must lie in (0, 1)")
+        if meta.follow_threshold is not None and not 0.0 < float(meta.follow_threshold) <= float(meta.threshold):
+            raise ModelFileError(f"{source}: model metadata field 'follow_threshold' must lie in (0, threshold]")
         return meta
 
 

@@ -29,6 +29,7 @@ class DetectionParams:
     """The detection and counting settings a pipeline needs (None: the model's own value)."""
 
     threshold: float | None = None
+    follow_threshold: float | None = None  # a snap next to a sure one (same gesture) needs only this
     refractory: float = 0.15
     gap: float = 0.6
     max_count: int = 3
@@ -38,7 +39,8 @@ class DetectionParams:
 
     @classmethod
     def from_settings(cls, s: Any) -> "DetectionParams":
-        return cls(threshold=s.threshold, refractory=s.refractory, gap=s.gap, max_count=s.max_count,
+        return cls(threshold=s.threshold, follow_threshold=getattr(s, "follow_threshold", None),
+                   refractory=s.refractory, gap=s.gap, max_count=s.max_count,
                    hop_samples=getattr(s, "hop_samples", None))
 
 
@@ -64,7 +66,8 @@ class SnapPipeline:
     def _make_detector(self, model: Any, spec: WindowSpec | None, start_sample: int) -> Detector:
         p = self.params
         return Detector(model, threshold=p.threshold, refractory=p.refractory, hop_samples=p.hop_samples,
-                        spec=spec, start_sample=start_sample, onset_gate=p.onset_gate)
+                        spec=spec, start_sample=start_sample, onset_gate=p.onset_gate,
+                        follow_threshold=p.follow_threshold, follow_seconds=p.gap)
 
     # -- properties ---------------------------------------------------------------------------------
     @property

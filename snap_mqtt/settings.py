@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(None, description="model file; default: the shipped models/snap-default.pt")
     threshold: float | None = Field(None, gt=0, lt=1,
                                     description="snap probability threshold; default: the model's own")
+    follow_threshold: float | None = Field(
+        None, gt=0, lt=1, description="threshold for a snap within the gesture gap of a sure one (the 2nd and 3rd "
+        "snap of a gesture); default: the model's own, else the same as threshold")
     hop_samples: int | None = Field(None, ge=1, description="inference hop in model samples; default: the model's")
     refractory: float = Field(0.15, gt=0, le=2.0,
                               description="minimum time between two snap onsets, seconds")

@@ -126,3 +126,34 @@ def test_positive_windows_have_the_onset_in_the_positive_region(bank):
     for _ in range(30):
         o = find_onset(s.positive(rng), SR)
         assert spec.onset_min - 40 <= o.index <= spec.onset_max + 40
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.18])
+def test_speed_moves_pitch_and_length_together(factor):
+    t = np.arange(SR) / SR
+    x = np.sin(2 * np.pi * 1000 * t).astype(np.float32)  # 1 s of 1 kHz
+    y = aug.speed(x, factor)
+    assert len(y) == pytest.approx(SR / factor, rel=0.01)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * SR / len(y)
+    assert peak_hz == pytest.approx(1000 * factor, rel=0.01)
+
+
+def test_speed_variants_grow_only_the_training_speech_and_music():
+    from trainer.data import add_speed_variants
+
+    rng = np.random.default_rng(0)
+    b = ClipBank(sample_rate=SR)
+    for split in ("train", "val", "test"):
+        for kind, sec in (("speech", 2.0), ("keyboard", 3.0), ("music", 4.0)):
+            b.backgrounds[split].append(rng.standard_normal(int(sec * SR)).astype(np.float32))
+            b.background_kinds[split].append(kind)
+    before = {s: [x.copy() for x in b.backgrounds[s]] for s in ("train", "val", "test")}
+    added = add_speed_variants(b, (0.9, 1.1))
+    assert b.background_kinds["train"] == ["speech", "keyboard", "music", "speech", "speech", "music", "music"]
+    assert [len(x) for x in b.backgrounds["train"][3:]] == pytest.approx(
+        [2 * SR / 0.9, 2 * SR / 1.1, 4 * SR / 0.9, 4 * SR / 1.1], abs=1)
+    assert all(np.array_equal(x, y) for x, y in zip(b.backgrounds["train"], before["train"]))  # originals kept
+    for split in ("val", "test"):  # held-out audio stays as recorded
+        assert len(b.backgrounds[split]) == 3
+        assert all(np.array_equal(x, y) for x, y in zip(b.backgrounds[split], before[split]))
+    assert added == round((2 + 4) * (1 / 0.9 + 1 / 1.1))

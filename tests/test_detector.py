@@ -317,3 +317,67 @@ def test_default_model_gives_the_same_events_with_and_without_the_gate_on_fewer_
     assert [e.time for e in gated] == [e.time for e in plain]
     assert len(gated) == len(truth["snaps"])
     assert sum(counted) < 0.8 * n_plain  # (the demo scene has a background: most windows stay)
+
+
+# -- the follow threshold: the 2nd/3rd snap of a gesture needs less ------------------------------------
+
+def _fired_windows(events) -> list[int]:
+    return [round(e.detected_at * RATE) - WIN for e in events]
+
+
+def test_follow_threshold_fires_a_weaker_snap_after_a_sure_one_within_the_gap_only():
+    # sure snap in window 40; weaker ones 0.35 s later (window 57) and 2 s later (window 140)
+    x = clicks_in([40, 57, 140], 4.0)
+    probs = {40 * HOP: 0.97, 57 * HOP: 0.6, 140 * HOP: 0.6}
+    one = Detector(TableScorer(x, probs), threshold=0.9, spec=SPEC).push(x)
+    assert _fired_windows(one) == [40 * HOP]  # one threshold: the weaker snaps are lost
+    det = Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6, spec=SPEC)
+    ev = det.push(x)
+    assert _fired_windows(ev) == [40 * HOP, 57 * HOP]  # the far one would start a gesture: not sure enough
+    assert ev[1].confidence == pytest.approx(0.6)
+    # below the follow threshold nothing changes
+    probs[57 * HOP] = 0.45
+    ev = Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6, spec=SPEC).push(x)
+    assert _fired_windows(ev) == [40 * HOP]
+
+
+def test_weaker_snaps_just_before_a_sure_one_are_reported_with_it_first():
+    # a triple whose first two snaps are unsure: 0.3 s apart, the sure one last
+    x = clicks_in([40, 55, 70], 3.0)
+    probs = {40 * HOP: 0.6, 41 * HOP: 0.7, 55 * HOP: 0.55, 70 * HOP: 0.95}
+    ev = Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6, spec=SPEC).push(x)
+    assert len(ev) == 3
+    assert [e.time for e in ev] == sorted(e.time for e in ev)  # in audio-time order
+    assert ev[0].time == pytest.approx((40 * HOP + 3300) / RATE, abs=0.001)
+    assert ev[0].confidence == pytest.approx(0.7)  # the highest its own windows gave
+    assert {e.detected_at for e in ev} == {(70 * HOP + WIN) / RATE}  # all reported with the sure snap
+    # an unsure snap more than the gap before the sure one stays unreported
+    x = clicks_in([20, 70], 3.0)
+    ev = Detector(TableScorer(x, {20 * HOP: 0.7, 70 * HOP: 0.95}), threshold=0.9, follow_threshold=0.5,
+                  follow_seconds=0.6, spec=SPEC).push(x)
+    assert _fired_windows(ev) == [70 * HOP]
+
+
+def test_follow_threshold_off_by_default_and_from_the_model_metadata():
+    x = clicks_in([40, 57], 3.0)
+    probs = {40 * HOP: 0.97, 57 * HOP: 0.6}
+    assert len(Detector(TableScorer(x, probs), threshold=0.9, follow_seconds=0.6, spec=SPEC).push(x)) == 1
+    spec = WindowSpec(**{**SPEC.__dict__, "threshold": 0.9, "follow_threshold": 0.5})
+    assert len(Detector(TableScorer(x, probs), follow_seconds=0.6, spec=spec).push(x)) == 2
+    assert len(Detector(TableScorer(x, probs), follow_seconds=0.0, spec=spec).push(x)) == 1  # no gap: no rule
+    with pytest.raises(ValueError, match="follow_threshold"):
+        Detector(TableScorer(x, probs), follow_threshold=1.5, spec=SPEC)
+
+
+@given(st.lists(st.integers(1, 700), min_size=1, max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_follow_rule_events_do_not_depend_on_block_sizes(sizes):
+    x = clicks_in([30, 45, 60, 130, 142], 4.0)
+    probs = {30 * HOP: 0.6, 45 * HOP: 0.95, 60 * HOP: 0.55, 130 * HOP: 0.6, 142 * HOP: 0.93}
+
+    def det():
+        return Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6, spec=SPEC)
+
+    whole = det().push(x)
+    assert len(whole) == 5
+    assert key(push_in_chunks(det(), x, sizes)) == key(whole)

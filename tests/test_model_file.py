@@ -90,6 +90,19 @@ def test_wrong_format_marker_is_refused(tmp_path):
         load_model(p)
 
 
+@pytest.mark.parametrize("follow", [0.7, 0.0, -0.2])
+def test_follow_threshold_must_lie_between_zero_and_the_threshold(tmp_path, follow):
+    p = tmp_path / "follow.pt"
+    meta = ModelMetadata(16000, 4000, 320, 0.5, "x", follow_threshold=follow)
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(p), _extra_files={METADATA_NAME: meta.to_json()})
+    with pytest.raises(ModelFileError, match="follow_threshold") as e:
+        load_model(p)
+    assert str(p) in str(e.value)
+    ok = ModelMetadata(16000, 4000, 320, 0.5, "x", follow_threshold=0.3)
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(p), _extra_files={METADATA_NAME: ok.to_json()})
+    assert load_model(p).metadata.follow_threshold == 0.3
+
+
 @pytest.mark.parametrize("content", [b"", b"not a model at all", b"PK\x03\x04garbage"])
 def test_junk_files_are_refused_naming_the_file(tmp_path, content):
     p = tmp_path / "junk.pt"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
-from synth_audio import RATE, SPEC, click, ideal_scorer, scene
+from synth_audio import RATE, SPEC, TableScorer, click, ideal_scorer, scene
 
 from snap_mqtt.events import GestureEvent, SnapEvent
 from snap_mqtt.model_file import default_model_path, load_model
@@ -222,6 +222,23 @@ def test_params_from_settings_and_defaults():
     p = SnapPipeline(ideal_scorer(), s, input_rate=RATE, spec=SPEC)
     assert (p.counter.gap, p.counter.max_count, p.detector.refractory, p.threshold) == (0.4, 2, 0.2, 0.6)
     assert SnapPipeline(ideal_scorer(), None, spec=SPEC).params == DetectionParams()
+
+
+def test_a_double_whose_first_snap_was_unsure_is_counted_as_a_double_with_the_follow_threshold():
+    hop, at = SPEC.hop_samples, 3300
+    x = scene([(k * hop + at) / RATE for k in (40, 58, 200)], 6.0)
+    # first snap unsure, second sure; a lone unsure snap far from any sure one
+    probs = {40 * hop: 0.7, 58 * hop: 0.95, 200 * hop: 0.7}
+
+    def gestures(params):
+        p = SnapPipeline(TableScorer(x, probs), params, input_rate=RATE, spec=SPEC)
+        ev = p.process(x) + p.flush()
+        return [g.count for g in ev if isinstance(g, GestureEvent)]
+
+    assert gestures(DetectionParams(threshold=0.9)) == [1]
+    assert gestures(DetectionParams(threshold=0.9, follow_threshold=0.5)) == [2]
+    s = Settings.load(cli_overrides={"threshold": 0.9, "follow_threshold": 0.5}, env_file=None)
+    assert SnapPipeline(TableScorer(x, probs), s, input_rate=RATE, spec=SPEC).detector.follow_threshold == 0.5
 
 
 # -- the real model on the demo recording, as a 44.1 kHz stereo device would deliver it -----------------

@@ -103,6 +103,63 @@ def test_scenes_never_overwrite_and_name_what_is_wrong(scenes: Path, tmp_path: P
     assert "nowhere" in capsys.readouterr().err
 
 
+def _val_name(name: str) -> str:
+    """A new name for a clip that the hash split puts in the validation part."""
+    stem = Path(name).stem
+    return next(n for n in (f"{stem}-v{k}.flac" for k in range(200)) if split_of(n) == "val")
+
+
+def _data_with_backgrounds(tmp_path: Path, backgrounds: dict[str, np.ndarray], val_clips: bool = False) -> Path:
+    """A data folder: the fixture clips (symlinked; `val_clips`: renamed into the validation part,
+    which the fixtures lack) and the given background files (16 kHz)."""
+    data = tmp_path / "data"
+    for sub in ("snap", "no_snap"):
+        (data / sub).mkdir(parents=True)
+        for f in sorted((FIX / sub).glob("*.flac")):
+            (data / sub / (_val_name(f.name) if val_clips else f.name)).symlink_to(f)
+    for rel, x in backgrounds.items():
+        (data / "background" / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(data / "background" / rel), x, 16000)
+    return data
+
+
+def test_scenes_over_one_second_background_files_finish(tmp_path: Path):
+    # thirty seconds of bed from 1 s files: the crossfades once made the last piece empty, forever
+    rng = np.random.default_rng(0)
+    files = {f"speech/sc09__nine__{i}.flac": (0.05 * rng.standard_normal(16000)).astype(np.float32) for i in range(2)}
+    data = _data_with_backgrounds(tmp_path, files)
+    out = tmp_path / "s"
+    assert cli.main(["scenes", "--data", str(data), "--out", str(out), "--scenes", "1", "--seconds", "30",
+                     "--background-split", "all"]) == 0
+    index = json.loads((out / "scenes.json").read_text())
+    assert index["scenes"][0]["seconds"] == pytest.approx(30.0)
+    assert sf.info(str(out / index["scenes"][0]["file"])).duration == pytest.approx(30.0, abs=0.01)
+
+
+def test_validation_scenes_use_only_the_validation_parts(tmp_path: Path):
+    from trainer.scenes import collect_inputs
+
+    rng = np.random.default_rng(1)
+    noise = lambda s: (0.05 * rng.standard_normal(int(s * 16000))).astype(np.float32)  # noqa: E731
+    short = [f"speech/clip{i}.flac" for i in range(12)]
+    files = {"music/long.flac": noise(40.0), "music/Kevin_MacLeod_-_Vibe_Ace.flac": noise(30.0),
+             **{rel: noise(1.0) for rel in short}}
+    data = _data_with_backgrounds(tmp_path, files, val_clips=True)
+    inputs = collect_inputs(data, background_split="val", clip_split="val")
+    used = {b.rel: b.part for b in inputs.backgrounds}
+    assert used["music/long.flac"] == (0.70, 0.85)  # a long file: the stretch training kept for validation
+    assert "music/Kevin_MacLeod_-_Vibe_Ace.flac" not in used  # an evaluation background: never
+    assert {r for r in used if r.startswith("speech/")} == {r for r in short if split_of(Path(r).name) == "val"}
+    assert inputs.snaps and all(split_of(c.name) == "val" for c in inputs.snaps)
+    assert all(split_of(p.name) == "val" for p in inputs.no_snaps)
+    out = tmp_path / "v"
+    assert cli.main(["scenes", "--data", str(data), "--out", str(out), "--scenes", "2", "--seconds", "10",
+                     "--clips", "val", "--background-split", "val"]) == 0
+    index = json.loads((out / "scenes.json").read_text())
+    assert (index["clip_split"], index["background_split"]) == ("val", "val")
+    assert set(index["snap_clips"]) == {c.name for c in inputs.snaps}
+
+
 def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
     from snap_mqtt.detector import WindowSpec
     from trainer.evaluate import load_recordings, run_pipeline
@@ -151,6 +208,21 @@ def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
     assert cli.main(args[:-4] + ["--sweep", "0.5", "--baselines", "none"]) == 0
     assert (tmp_path / "eval-2" / "evaluation.json").is_file()
     assert json.loads((out / "evaluation.json").read_text()) == res
+
+
+def test_evaluate_with_a_follow_threshold(scenes: Path, tmp_path: Path, capsys):
+    base = ["evaluate", "--scenes", str(scenes), "--sweep", "0.9", "--baselines", "none"]
+    assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "b"), "--follow-threshold", "0.3"]) == 0
+    one = json.loads((tmp_path / "a" / "evaluation.json").read_text())["detectors"]["ours"]
+    two = json.loads((tmp_path / "b" / "evaluation.json").read_text())["detectors"]["ours"]
+    assert one["follow_threshold"] is None and two["follow_threshold"] == 0.3
+    # the lower bar adds snaps next to sure ones, never takes one away
+    assert two["snaps"]["tp"] + two["snaps"]["fp"] >= one["snaps"]["tp"] + one["snaps"]["fp"]
+    assert two["snaps"]["tp"] >= one["snaps"]["tp"]
+    capsys.readouterr()
+    assert cli.main([*base, "--out", str(tmp_path / "c"), "--follow-threshold", "1.5"]) == 2
+    assert "--follow-threshold" in capsys.readouterr().err
 
 
 def test_evaluate_names_a_missing_scenes_index(tmp_path: Path, capsys):

@@ -136,13 +136,13 @@ class _Tap:
 
 
 def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: int,
-                 block_seconds: float = 0.1, tap: list | None = None) -> Detections:
+                 block_seconds: float = 0.1, tap: list | None = None, follow: float | None = None) -> Detections:
     """Feed `x` (at `rate`) through a SnapPipeline in blocks; `tap` (a list) receives the
     model-rate audio the pipeline's resampler produced."""
     from snap_mqtt.events import GestureEvent, SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
-    pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold), input_rate=rate, spec=spec)
+    pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold, follow_threshold=follow), input_rate=rate, spec=spec)
     if tap is not None:
         pipe.resampler = _Tap(pipe.resampler)
     events = []
@@ -215,7 +215,8 @@ def sweep_point(threshold: float, res: dict) -> SweepPoint:
 # the detectors
 
 def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: list[float],
-                   operating: float, block_seconds: float) -> dict:
+                   operating: float, block_seconds: float, follow: float | None = None) -> dict:
+    """`follow`: the follow threshold (None: the model's; at each swept threshold the lower of the two)."""
     from snap_mqtt.detector import WindowSpec
 
     spec = WindowSpec.from_metadata(model.metadata)
@@ -223,7 +224,8 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     t0, c0 = time.monotonic(), time.process_time()
     for i, r in enumerate(recs):
         rec = RecordingScorer(model)
-        first.append(run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds, tap=model_audio))
+        first.append(run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds, tap=model_audio,
+                                  follow=follow))
         recorders.append(rec)
     wall, cpu = time.monotonic() - t0, time.process_time() - c0
     audio_s = sum(r.seconds for r in recs)
@@ -235,7 +237,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
         if t == operating:  # the real run, resampler and all
             dets = first
         else:  # the same model-rate audio and probabilities: the windows do not depend on the threshold
-            dets = [run_pipeline(ReplayScorer(rec.probs), spec, t, y, rate, block_seconds=1.0)
+            dets = [run_pipeline(ReplayScorer(rec.probs), spec, t, y, rate, block_seconds=1.0, follow=follow)
                     for rec, y in zip(recorders, model_audio)]
         res = score(recs, dets)
         sweep.append(sweep_point(t, res))
@@ -244,6 +246,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
             ops = res
     assert ops is not None
     ops["threshold"] = operating
+    ops["follow_threshold"] = follow if follow is not None else spec.follow_threshold
     ops["sweep"] = [p.as_dict() for p in sweep]
     ops["cpu_seconds_per_audio_second"] = cpu / audio_s
     ops["model_cpu_seconds_per_audio_second"] = sum(r.cpu_seconds for r in recorders) / audio_s
@@ -502,6 +505,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="new folder for evaluation.json, report.txt and sweep.png (default: SCENES/eval-<model>)")
     parser.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
+    parser.add_argument("--follow-threshold", type=float, default=None,
+                        help="threshold for snaps within the gesture gap of a sure one (default: the model's)")
     parser.add_argument("--sweep", default=",".join(str(t) for t in DEFAULT_SWEEP), help="thresholds to sweep")
     parser.add_argument("--baselines", default="seed,transient", help="comma list of seed, transient, or 'none'")
     parser.add_argument("--seed-model", type=Path, default=None,
@@ -543,6 +548,8 @@ def run(args: argparse.Namespace) -> int:
     operating = float(args.threshold if args.threshold is not None else model.metadata.threshold)
     if not 0 < operating < 1:
         raise UsageError(f"--threshold {operating}: must lie in (0, 1)")
+    if args.follow_threshold is not None and not 0 < args.follow_threshold < 1:
+        raise UsageError(f"--follow-threshold {args.follow_threshold}: must lie in (0, 1)")
     out = _new_dir(args.out or args.scenes / f"eval-{model.path.stem}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -551,7 +558,9 @@ def run(args: argparse.Namespace) -> int:
         if abs(len(audio[i]) / r.sample_rate - r.seconds) > 0.01:
             raise UsageError(f"{r.file}: {len(audio[i]) / r.sample_rate:.2f} s of audio, the index says {r.seconds:.2f} s")
     result: dict[str, Any] = {
-        "model": {"path": str(model.path), "threshold": operating, "sample_rate": model.metadata.sample_rate,
+        "model": {"path": str(model.path), "threshold": operating,
+                  "follow_threshold": args.follow_threshold if args.follow_threshold is not None
+                  else model.metadata.follow_threshold, "sample_rate": model.metadata.sample_rate,
                   "window_samples": model.metadata.window_samples, "hop_samples": model.metadata.hop_samples,
                   "trainer_version": model.metadata.trainer_version},
         "scenes_dir": str(args.scenes),
@@ -563,7 +572,8 @@ def run(args: argparse.Namespace) -> int:
         "detectors": {},
     }
     log.info("evaluating %s on %d recordings", model.path, len(recs))
-    result["detectors"]["ours"] = evaluate_model(model, recs, audio, thresholds, operating, args.block_seconds)
+    result["detectors"]["ours"] = evaluate_model(model, recs, audio, thresholds, operating, args.block_seconds,
+                                                   args.follow_threshold)
     result["targets"] = check_targets(result["detectors"]["ours"])
     if "transient" in wanted:
         log.info("transient baseline")

@@ -61,6 +61,7 @@ class BackgroundFile:
     rel: str  # path relative to background/
     path: Path
     kind: str
+    part: tuple[float, float] = (0.0, 1.0)  # the share of the file used, from..to (validation: 0.70..0.85)
 
 
 @dataclass
@@ -106,7 +107,12 @@ def _kind(rel: str) -> str:
 
 
 def collect_inputs(data: Path, background_split: str = "eval", clip_split: str = "test") -> Inputs:
-    """Find the held-out clips and backgrounds under `data` (snap/, no_snap/, background/)."""
+    """Find the held-out clips and backgrounds under `data` (snap/, no_snap/, background/).
+
+    `background_split`: 'eval' (the files kept out of training), 'all', or 'val': the validation
+    part of the training backgrounds as `snap-train train` splits them (70-85 % of each long file,
+    short files whose name hashes to val), for validation scenes that calibrate thresholds without
+    touching the evaluation backgrounds. `clip_split`: the snap/no_snap part ('test', 'val', 'any')."""
     from snap_mqtt.audio_io import AUDIO_SUFFIXES, read_audio
     from snap_mqtt.onset import snap_onset
     from trainer.cli import UsageError
@@ -134,14 +140,32 @@ def collect_inputs(data: Path, background_split: str = "eval", clip_split: str =
     bgs = []
     for p in files(data / "background"):
         rel = p.relative_to(data / "background").as_posix()
-        if background_split == "all" or bg_split_of(rel) == "eval":
+        if background_split == "all" or (background_split == "eval" and bg_split_of(rel) == "eval"):
             bgs.append(BackgroundFile(rel, p, _kind(rel)))
+        elif background_split == "val" and bg_split_of(rel) != "eval":
+            part = _validation_part(p)
+            if part is not None:
+                bgs.append(BackgroundFile(rel, p, _kind(rel), part))
     if not snaps:
         raise UsageError(f"{data / 'snap'}: no {clip_split}-part snap clip with a clear onset")
     if not bgs:
         raise UsageError(f"{data / 'background'}: no evaluation background file (see trainer/splits.py; "
                          "--background-split all uses every file, for folders holding only held-out audio)")
     return Inputs(snaps, rejected, no_snaps, bgs)
+
+
+def _validation_part(path: Path) -> tuple[float, float] | None:
+    """The share of a training background file that `snap-train train` keeps for validation
+    (trainer.data: long files split by time, short ones by name); None when it holds none."""
+    import soundfile as sf
+
+    from trainer.data import LONG_BACKGROUND_S
+    from trainer.splits import split_of
+
+    info = sf.info(str(path))
+    if info.frames / info.samplerate >= LONG_BACKGROUND_S:
+        return (0.70, 0.85)
+    return (0.0, 1.0) if split_of(path.name) == "val" else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +236,10 @@ class _Cache:
             self._d[key] = read_audio(path, rate).samples
         return self._d[key]
 
+    def background(self, b: BackgroundFile, rate: int) -> np.ndarray:
+        x = self.get(b.path, rate)
+        return x[int(b.part[0] * len(x)): int(b.part[1] * len(x))]
+
 
 def make_bed(files: list[BackgroundFile], rate: int, seconds: float, rng: np.random.Generator,
              cache: _Cache) -> tuple[np.ndarray, list[dict]]:
@@ -219,12 +247,16 @@ def make_bed(files: list[BackgroundFile], rate: int, seconds: float, rng: np.ran
     joined with crossfades (and looped when the kind holds less audio than that)."""
     n = int(round(seconds * rate))
     order = [files[i] for i in rng.permutation(len(files))]
+    if not any(len(cache.background(f, rate)) for f in files):
+        raise ValueError(f"background files hold no audio: {', '.join(f.rel for f in files)}")
     parts, used, total, k = [], [], 0, 0
     while total < n + int(XFADE_S * rate) * (len(parts) + 1):
         f = order[k % len(order)]
-        x = cache.get(f.path, rate)
+        x = cache.background(f, rate)
         start = int(rng.integers(0, max(1, len(x) - rate))) if k == 0 else 0
-        seg = x[start:start + (n - total) + int(0.5 * rate)]
+        # never an empty piece: with short files the crossfades eat into the total, and a
+        # piece of what is still missing could otherwise come out empty (an endless loop)
+        seg = x[start:start + max(n - total, 0) + int(0.5 * rate)]
         parts.append(seg)
         used.append({"file": f.rel, "from_s": round(start / rate, 3), "seconds": round(len(seg) / rate, 3)})
         total += len(seg)
@@ -278,7 +310,7 @@ def build_negatives(inputs: Inputs, rate: int, cache: _Cache) -> list[tuple[dict
     out = []
     for kind in inputs.kinds():
         files = [b for b in inputs.backgrounds if b.kind == kind]
-        x = join([cache.get(b.path, rate) for b in files], rate)
+        x = join([cache.background(b, rate) for b in files], rate)
         out.append(({"file": f"negatives/{kind}.flac", "kind": kind, "sample_rate": rate,
                      "seconds": len(x) / rate, "sources": [b.rel for b in files]}, x))
     if inputs.no_snaps:
@@ -290,7 +322,7 @@ def build_negatives(inputs: Inputs, rate: int, cache: _Cache) -> list[tuple[dict
 
 def build(data: Path, out: Path, seed: int = 0, n_scenes: int = 36,
           rates: tuple[int, ...] = (16000, 16000, 44100, 48000), params: SceneParams = SceneParams(),
-          background_split: str = "eval", negative_rate: int = 16000) -> dict:
+          background_split: str = "eval", negative_rate: int = 16000, clip_split: str = "test") -> dict:
     """Build scenes and negatives into `out` and return the index written to out/scenes.json."""
     from snap_mqtt.audio_io import write_audio_atomic
     from trainer import __version__
@@ -300,7 +332,7 @@ def build(data: Path, out: Path, seed: int = 0, n_scenes: int = 36,
         raise UsageError(f"{out / INDEX_NAME} exists: scenes are never overwritten; choose another --out")
     if any((out / sub).is_dir() and any((out / sub).iterdir()) for sub in ("scenes", "negatives")):
         raise UsageError(f"{out}: holds files from an unfinished run; choose another --out or remove them")
-    inputs = collect_inputs(data, background_split)
+    inputs = collect_inputs(data, background_split, clip_split)
     rng = np.random.default_rng(seed)
     cache = _Cache()
     (out / "scenes").mkdir(parents=True, exist_ok=True)
@@ -322,7 +354,7 @@ def build(data: Path, out: Path, seed: int = 0, n_scenes: int = 36,
         negatives.append(meta)
     index = {
         "format": "snap-mqtt-scenes", "version": 1, "trainer_version": __version__,
-        "seed": seed, "data": str(data), "background_split": background_split,
+        "seed": seed, "data": str(data), "background_split": background_split, "clip_split": clip_split,
         "params": asdict(params), "rates": list(rates),
         "snr_definition": f"clip power over {SNAP_POWER_S * 1000:.0f} ms from its onset vs background power "
                           f"over +-{BG_POWER_S * 1000:.0f} ms around it (floor {BG_FLOOR_DB:g} dBFS)",
@@ -364,9 +396,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample rates given to scenes in turn (default: half 16 kHz, a quarter each 44.1/48 kHz)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of a scene (default 30)")
     parser.add_argument("--snr", default="3,30", help="local SNR range in dB, MIN,MAX (default 3,30)")
-    parser.add_argument("--background-split", choices=("eval", "all"), default="eval",
+    parser.add_argument("--background-split", choices=("eval", "all", "val"), default="eval",
                         help="'eval': only the backgrounds kept out of training (trainer/splits.py); "
-                             "'all': every file (for a folder of held-out audio only, e.g. test fixtures)")
+                             "'all': every file (for a folder of held-out audio only, e.g. test fixtures); "
+                             "'val': the validation part of the training backgrounds (for `snap-train calibrate`)")
+    parser.add_argument("--clips", choices=("test", "val"), default="test",
+                        help="which part's snap and no_snap clips (default test; val for calibration scenes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -381,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--scenes must be >= 1, --seconds >= 8, --snr MIN <= MAX, --rates >= 8000")
     index = build(args.data, args.out, seed=args.seed, n_scenes=args.scenes, rates=rates,
                   params=SceneParams(seconds=args.seconds, snr_min_db=lo, snr_max_db=hi),
-                  background_split=args.background_split)
+                  background_split=args.background_split, clip_split=args.clips)
     n_snaps = sum(len(s["snaps"]) for s in index["scenes"])
     n_g = sum(len(s["gestures"]) for s in index["scenes"])
     neg_h = sum(n["seconds"] for n in index["negatives"]) / 3600
