@@ -228,6 +228,23 @@ def _add_background(bank: ClipBank, rel: str, x: np.ndarray, kind: str) -> None:
         bank.background_kinds[split].append(kind)
 
 
+def add_speed_variants(bank: ClipBank, factors: tuple[float, ...], kinds: tuple[str, ...] = ("speech", "music"),
+                       split: str = "train") -> int:
+    """Add sped-up and slowed-down copies of a part's speech and music backgrounds (`augment.speed`):
+    the data holds few voices and tunes, and these are where false triggers come from. Returns the
+    seconds added. Only the given part grows: validation and test audio stay as recorded."""
+    added = 0
+    for x, kind in list(zip(bank.backgrounds[split], bank.background_kinds[split])):
+        if kind not in kinds:
+            continue
+        for f in factors:
+            y = aug.speed(x, f)
+            bank.backgrounds[split].append(y)
+            bank.background_kinds[split].append(kind)
+            added += len(y)
+    return round(added / bank.sample_rate)
+
+
 # ---------------------------------------------------------------- window synthesis
 
 

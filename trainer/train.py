@@ -103,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polish-steps", type=int, default=500,
                         help="last stage: fine-tune against where the listener's pipeline fires on the training and "
                              "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
+    parser.add_argument("--background-speeds", default="",
+                        help="speed factors for extra copies of the training speech and music, e.g. "
+                             "0.85,0.93,1.08,1.18 (default: none)")
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -213,6 +216,16 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
 # ---------------------------------------------------------------- the subcommand
 
 
+def _speeds(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in str(text or "").split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--background-speeds {text!r}: expected comma-separated factors such as 0.9,1.1") from None
+    if any(not 0.5 <= f <= 2.0 for f in out):
+        raise UsageError(f"--background-speeds {text!r}: factors must lie in [0.5, 2]")
+    return out
+
+
 def _check_paths(args) -> tuple[Path, Path]:
     out = args.out or ROOT / "runs" / time.strftime("train-%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
@@ -278,6 +291,11 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     manifest, bank = prepare_data(args.data, spec, mix, progress=cfg.progress)
     manifest.to_csv(out / "manifest.csv", index=False)
+    speeds = _speeds(args.background_speeds)
+    if speeds:
+        from trainer.data import add_speed_variants
+
+        print(f"background speeds {speeds}: {add_speed_variants(bank, speeds)} s of speech and music added")
     t_loaded = time.perf_counter()
     summary = bank.summary()
     print(f"data: {summary['train']['snap']}/{summary['val']['snap']}/{summary['test']['snap']} snap, "
@@ -351,7 +369,8 @@ def run(args) -> int:
     data_summary = {"folder": str(args.data), **summary,
                     "split": "trainer.splits.split_of (sha1 of file name): 70/15/15",
                     "windows": {"epoch": cfg.epoch_windows, "val": cfg.val_windows, "test": cfg.test_windows}}
-    training = {"config": asdict(cfg), "mix": asdict(mix), "best_epoch": result.best_epoch,
+    training = {"config": asdict(cfg), "mix": asdict(mix), "background_speeds": list(speeds),
+                "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run, "fit_seconds": round(result.seconds, 1),
                 "total_seconds": round(t_trained - t_start, 1), "load_seconds": round(t_loaded - t_start, 1),
                 "parameters": count_parameters(result.net), "init": str(args.init) if args.init else None,
