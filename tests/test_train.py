@@ -79,6 +79,7 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     assert [h["epoch"] for h in history] == list(range(len(history)))
     run = json.loads((tiny_run / "run.json").read_text())
     assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
+    assert run["training"]["background_speeds"] == [0.85, 0.93, 1.08, 1.18]  # the default recipe's
     polish = run["training"]["polish"]  # and the event-level polish over the negatives
     assert polish["negative_seconds"] > 0 and polish["mining_rounds"][0]["windows"] >= 0
     assert polish["steps"] in (0, 30) and (polish["steps"] == 0) == (polish["mining_rounds"][0]["windows"] == 0)
@@ -89,6 +90,13 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     snaps = man[man.label == "snap"]
     assert len(snaps) == 20
     assert all(split_of(Path(p).name) == s for p, s in zip(snaps.path, snaps.split))
+
+
+@pytest.mark.parametrize("speeds", ["fast", "0.2,1.1"])
+def test_bad_background_speeds_are_refused_naming_the_flag(tmp_path, capsys, speeds):
+    assert snap_train(["train", "--data", str(FIX), "--out", str(tmp_path / "r"), "--background-speeds", speeds]) == 2
+    assert "--background-speeds" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_exported_model_runs_without_torchaudio_and_ranks_unseen_snaps_first(tiny_run):

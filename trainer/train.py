@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
+# speech and music played faster and slower: more voices and tunes than the data holds (docs/training.md)
+DEFAULT_BACKGROUND_SPEEDS = "0.85,0.93,1.08,1.18"
 
 
 @dataclass
@@ -103,9 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polish-steps", type=int, default=500,
                         help="last stage: fine-tune against where the listener's pipeline fires on the training and "
                              "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
-    parser.add_argument("--background-speeds", default="",
-                        help="speed factors for extra copies of the training speech and music, e.g. "
-                             "0.85,0.93,1.08,1.18 (default: none)")
+    parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
+                        help="speed factors for extra copies of the training speech and music, or 'none' "
+                             "(default: %(default)s)")
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -218,7 +220,9 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
 
 def _speeds(text: str) -> tuple[float, ...]:
     try:
-        out = tuple(float(v) for v in str(text or "").split(",") if v.strip())
+        if str(text or "").strip().lower() in ("", "none"):
+            return ()
+        out = tuple(float(v) for v in str(text).split(",") if v.strip())
     except ValueError:
         raise UsageError(f"--background-speeds {text!r}: expected comma-separated factors such as 0.9,1.1") from None
     if any(not 0.5 <= f <= 2.0 for f in out):
@@ -266,6 +270,7 @@ def run(args) -> int:
     for name in ("max_epochs", "batch_size", "epoch_windows", "val_windows", "test_windows"):
         if getattr(cfg, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    speeds = _speeds(args.background_speeds)
     out, export = _check_paths(args)
     torch.set_num_threads(max(1, cfg.threads))
     t_start = time.perf_counter()
@@ -291,7 +296,6 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     manifest, bank = prepare_data(args.data, spec, mix, progress=cfg.progress)
     manifest.to_csv(out / "manifest.csv", index=False)
-    speeds = _speeds(args.background_speeds)
     if speeds:
         from trainer.data import add_speed_variants
 
