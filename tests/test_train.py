@@ -144,6 +144,15 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     assert info["negative_seconds"] > 0 and set(info["test_windows_before"]) == {"precision", "recall", "f1", "auroc"}
     for k in ("precision", "recall", "f1"):
         assert 0.0 <= new.test_metrics[k] <= 1.0
+    assert info["background_speeds"] == [0.85, 0.93, 1.08, 1.18]
+    # polished again: the lineage stays in the metadata
+    again = tmp_path / "again.pt"
+    assert snap_train(["polish", str(out), "--data", str(FIX), "--out", str(again), "--steps", "5",
+                       "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none"]) == 0
+    capsys.readouterr()
+    twice = load_model(again).metadata.extra
+    assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
+    assert twice["polish"]["base_sha256"] != info["base_sha256"]
     # never over an existing file, never over itself
     assert snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "5"]) == 2
     assert "exists" in capsys.readouterr().err

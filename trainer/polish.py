@@ -81,7 +81,7 @@ def det_spec_for(spec: Any, hop: int, threshold: float) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trainer.train import DEFAULT_DATA, TrainConfig
+    from trainer.train import DEFAULT_BACKGROUND_SPEEDS, DEFAULT_DATA, TrainConfig
 
     parser.add_argument("model", type=Path, help="model file written by snap-train (train or enroll)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default: %(default)s)")
@@ -91,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--test-windows", type=int, default=TrainConfig.test_windows,
                         help="test windows scored before and after (default: %(default)s)")
+    parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
+                        help="speed factors for extra copies of the training speech and music, as in "
+                             "`snap-train train`, or 'none' (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -101,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
     from trainer import report
     from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import TrainConfig, _held_out_sampler, make_window_set, prepare_data, score_windows
+    from trainer.data import add_speed_variants
+    from trainer.train import TrainConfig, _held_out_sampler, _speeds, make_window_set, prepare_data, score_windows
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
+    speeds = _speeds(args.background_speeds)
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such model file")
     if args.out.exists() and not args.overwrite:
@@ -117,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     spec = window_spec_of(meta)
     mix = MixConfig()
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
+    if speeds:
+        add_speed_variants(bank, speeds)
     # the same test windows as `snap-train train` draws with its default seed
     test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows,
                            TrainConfig().seed + 2)
@@ -127,10 +134,12 @@ def run(args: argparse.Namespace) -> int:
     info = polish(net, WindowSampler(bank, "train", spec, mix), pool, det, args.steps, args.seed,
                   progress=not args.no_progress)
     after = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
-    info.update(base=args.model.name, base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
+    info.update(background_speeds=list(speeds), base=args.model.name, base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")})
     extra = {k: v for k, v in meta.extra.items() if k not in ("model_config", "window_spec")}
+    if "polish" in extra:  # a model polished again: keep the lineage
+        extra["earlier_polishes"] = [*extra.get("earlier_polishes", []), extra["polish"]]
     extra["polish"] = info
     new_meta = build_metadata(net.cfg, spec, meta.hop_samples, meta.threshold, data=meta.data,
                               test_metrics={**after, "val": meta.test_metrics.get("val")}, enrollment=meta.enrollment,
