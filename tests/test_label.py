@@ -255,13 +255,22 @@ def test_interactive_label_plays_the_clip(inbox: Path, pulse):
 
     for p in sorted(inbox.glob("*.flac"))[1:]:
         p.unlink()
+    rate = 44100
     blocks: list[np.ndarray] = []
-    with sd.InputStream(samplerate=44100, channels=1, callback=lambda b, *a: blocks.append(b.copy())):
-        time.sleep(0.3)
+
+    def captured_until(frames: int) -> None:
+        """Wait until the capture has delivered `frames` in all (a stream on the monitor can start
+        delivering a second or two late, then catch up): the test counts audio, not wall time."""
+        deadline = time.monotonic() + 15
+        while sum(len(b) for b in blocks) < frames and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    with sd.InputStream(samplerate=rate, channels=1, callback=lambda b, *a: blocks.append(b.copy())):
+        captured_until(int(0.3 * rate))
         quiet = len(blocks)
         t = Term(label_cmd(inbox), env=pulse.env)
         t.expect("[1 left] c0.flac")
-        time.sleep(1.5)
+        captured_until(sum(len(b) for b in blocks) + int(1.5 * rate))  # the clip plays in there
         t.key("k")
         t.expect("left in")
         assert t.wait() == 0
