@@ -261,7 +261,6 @@ class Detector:
                 nxt = c.onset
             else:
                 break
-        self._pending = []
         return taken
 
     def _localise(self, window: np.ndarray) -> int | None:

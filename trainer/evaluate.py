@@ -214,31 +214,53 @@ def sweep_point(threshold: float, res: dict) -> SweepPoint:
 # ---------------------------------------------------------------------------------------------
 # the detectors
 
-def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: list[float],
-                   operating: float, block_seconds: float, follow: float | None = None) -> dict:
-    """`follow`: the follow threshold (None: the model's; at each swept threshold the lower of the two)."""
+@dataclass
+class ModelPass:
+    """One run of a model through the pipeline over recordings, with what a replay needs: every
+    window's probability and the model-rate audio, per recording."""
+
+    spec: Any
+    recorders: list[RecordingScorer]
+    model_audio: list[np.ndarray]
+    detections: list[Detections]  # of this run, at its threshold
+    wall_seconds: float
+    cpu_seconds: float
+
+    def replay(self, threshold: float, follow: float | None = None) -> list[Detections]:
+        """The pipeline at another threshold on the same audio and probabilities (the windows scored
+        do not depend on the thresholds), without paying for the network again."""
+        return [run_pipeline(ReplayScorer(rec.probs), self.spec, threshold, y, self.spec.sample_rate,
+                             block_seconds=1.0, follow=follow)
+                for rec, y in zip(self.recorders, self.model_audio)]
+
+
+def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float, block_seconds: float,
+                follow: float | None = None) -> ModelPass:
+    """Run the model's pipeline (resampler and all) over every recording, keeping what a replay needs."""
     from snap_mqtt.detector import WindowSpec
 
     spec = WindowSpec.from_metadata(model.metadata)
-    recorders, model_audio, first = [], [], []
+    recorders, model_audio, dets = [], [], []
     t0, c0 = time.monotonic(), time.process_time()
     for i, r in enumerate(recs):
         rec = RecordingScorer(model)
-        first.append(run_pipeline(rec, spec, operating, audio[i], r.sample_rate, block_seconds, tap=model_audio,
-                                  follow=follow))
+        dets.append(run_pipeline(rec, spec, threshold, audio[i], r.sample_rate, block_seconds, tap=model_audio,
+                                 follow=follow))
         recorders.append(rec)
-    wall, cpu = time.monotonic() - t0, time.process_time() - c0
+    return ModelPass(spec, recorders, model_audio, dets, time.monotonic() - t0, time.process_time() - c0)
+
+
+def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: list[float],
+                   operating: float, block_seconds: float, follow: float | None = None) -> dict:
+    """`follow`: the follow threshold (None: the model's; at each swept threshold the lower of the two)."""
+    run = record_pass(model, recs, audio, operating, block_seconds, follow)
+    spec, recorders, wall, cpu = run.spec, run.recorders, run.wall_seconds, run.cpu_seconds
     audio_s = sum(r.seconds for r in recs)
     log.info("model pass: %.0f s of audio in %.0f s (%.0f s CPU)", audio_s, wall, cpu)
-    rate = spec.sample_rate
     sweep = []
     ops = None
     for t in sorted(set(thresholds) | {operating}):
-        if t == operating:  # the real run, resampler and all
-            dets = first
-        else:  # the same model-rate audio and probabilities: the windows do not depend on the threshold
-            dets = [run_pipeline(ReplayScorer(rec.probs), spec, t, y, rate, block_seconds=1.0, follow=follow)
-                    for rec, y in zip(recorders, model_audio)]
+        dets = run.detections if t == operating else run.replay(t, follow)  # the real run at the operating point
         res = score(recs, dets)
         sweep.append(sweep_point(t, res))
         log.info("threshold %.2f: recall %.3f, precision %.3f", t, sweep[-1].recall, sweep[-1].precision)

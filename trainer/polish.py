@@ -81,7 +81,7 @@ def det_spec_for(spec: Any, hop: int, threshold: float) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trainer.train import DEFAULT_BACKGROUND_SPEEDS, DEFAULT_DATA, TrainConfig
+    from trainer.train import DEFAULT_DATA, TrainConfig, add_background_speeds_argument
 
     parser.add_argument("model", type=Path, help="model file written by snap-train (train or enroll)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default: %(default)s)")
@@ -91,9 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--test-windows", type=int, default=TrainConfig.test_windows,
                         help="test windows scored before and after (default: %(default)s)")
-    parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
-                        help="speed factors for extra copies of the training speech and music, as in "
-                             "`snap-train train`, or 'none' (default: %(default)s)")
+    add_background_speeds_argument(parser)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -102,14 +100,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from trainer import report
-    from trainer.data import MixConfig, WindowSampler
+    from trainer.data import MixConfig, WindowSampler, add_speed_variants
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.data import add_speed_variants
-    from trainer.train import TrainConfig, _held_out_sampler, _speeds, make_window_set, prepare_data, score_windows
+    from trainer.train import (TrainConfig, _held_out_sampler, background_speeds, make_window_set, prepare_data,
+                               score_windows)
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
-    speeds = _speeds(args.background_speeds)
+    speeds = background_speeds(args.background_speeds)
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such model file")
     if args.out.exists() and not args.overwrite:
@@ -134,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     info = polish(net, WindowSampler(bank, "train", spec, mix), pool, det, args.steps, args.seed,
                   progress=not args.no_progress)
     after = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
-    info.update(background_speeds=list(speeds), base=args.model.name, base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
+    info.update(background_speeds=list(speeds), base=args.model.name,
+                base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")})
     extra = {k: v for k, v in meta.extra.items() if k not in ("model_config", "window_spec")}

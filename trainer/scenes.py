@@ -111,7 +111,7 @@ def collect_inputs(data: Path, background_split: str = "eval", clip_split: str =
 
     `background_split`: 'eval' (the files kept out of training), 'all', or 'val': the validation
     part of the training backgrounds as `snap-train train` splits them (70-85 % of each long file,
-    short files whose name hashes to val), for validation scenes that calibrate thresholds without
+    short files whose name hashes to val), for validation scenes that tune detector settings without
     touching the evaluation backgrounds. `clip_split`: the snap/no_snap part ('test', 'val', 'any')."""
     from snap_mqtt.audio_io import AUDIO_SUFFIXES, read_audio
     from snap_mqtt.onset import snap_onset
@@ -399,9 +399,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-split", choices=("eval", "all", "val"), default="eval",
                         help="'eval': only the backgrounds kept out of training (trainer/splits.py); "
                              "'all': every file (for a folder of held-out audio only, e.g. test fixtures); "
-                             "'val': the validation part of the training backgrounds (for `snap-train calibrate`)")
+                             "'val': the validation part of the training backgrounds (scenes for tuning detector "
+                             "settings without touching the evaluation audio)")
     parser.add_argument("--clips", choices=("test", "val"), default="test",
-                        help="which part's snap and no_snap clips (default test; val for calibration scenes)")
+                        help="which part's snap and no_snap clips (default test; val for validation scenes)")
 
 
 def run(args: argparse.Namespace) -> int:

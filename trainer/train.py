@@ -105,9 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polish-steps", type=int, default=500,
                         help="last stage: fine-tune against where the listener's pipeline fires on the training and "
                              "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
-    parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
-                        help="speed factors for extra copies of the training speech and music, or 'none' "
-                             "(default: %(default)s)")
+    add_background_speeds_argument(parser)
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -218,7 +216,15 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
 # ---------------------------------------------------------------- the subcommand
 
 
-def _speeds(text: str) -> tuple[float, ...]:
+def add_background_speeds_argument(parser: argparse.ArgumentParser) -> None:
+    """`--background-speeds`, as `train` and `polish` take it."""
+    parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
+                        help="speed factors for extra copies of the training speech and music "
+                             "(trainer.data.add_speed_variants), or 'none' (default: %(default)s)")
+
+
+def background_speeds(text: str) -> tuple[float, ...]:
+    """The factors of `--background-speeds` ('none' or '': none); a UsageError naming the flag."""
     try:
         if str(text or "").strip().lower() in ("", "none"):
             return ()
@@ -270,7 +276,7 @@ def run(args) -> int:
     for name in ("max_epochs", "batch_size", "epoch_windows", "val_windows", "test_windows"):
         if getattr(cfg, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
-    speeds = _speeds(args.background_speeds)
+    speeds = background_speeds(args.background_speeds)
     out, export = _check_paths(args)
     torch.set_num_threads(max(1, cfg.threads))
     t_start = time.perf_counter()
