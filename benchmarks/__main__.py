@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=Path, default=None,
                     help="play 16 kHz scenes from this folder for the latency run (default: the demo recording x3)")
     ap.add_argument("--latency-scenes", type=int, default=3, help="how many scenes to play (30 s each)")
-    ap.add_argument("--cpu-seconds", type=float, default=60.0, help="audio seconds for the CPU figure")
+    ap.add_argument("--cpu-seconds", type=float, default=60.0, help="audio seconds for the CPU figure (all rounds)")
+    ap.add_argument("--cpu-rounds", type=int, default=5, help="interleaved rounds of the CPU comparison")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default runs/benchmarks/bench-<time>.json)")
     args = ap.parse_args(argv)
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                  "training_time": _training_time(model.metadata)}
     reps = int(np.ceil(args.cpu_seconds * truth.rate / len(truth.audio)))
     audio = np.tile(truth.audio, reps)
-    res["cpu"] = run_cpu(args.model, args.seed_model if args.seed_model.exists() else None, audio, truth.rate, args.cpu_seconds)
+    res["cpu"] = run_cpu(args.model, args.seed_model if args.seed_model.exists() else None, audio, truth.rate, args.cpu_seconds,
+                         args.cpu_rounds)
     if not args.skip_latency:
         log = ROOT / "runs" / "benchmarks" / "listener.log"
         res["live"] = run_latency(args.model, truth, log)
@@ -68,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
           f"with 0.05 s capture blocks {c['ours_block_0.05']['cpu_seconds_per_audio_second']:.4f}, "
           f"with 0.1 s blocks {c['ours_block_0.1']['cpu_seconds_per_audio_second']:.4f}")
     if "seed_same_hop" in c:
-        print(f"  seed model at the same hop: {c['seed_same_hop']['cpu_seconds_per_audio_second']:.3f} s per audio s "
-              f"({c['seed_over_ours_same_hop']:.1f}x ours) with 0.02 s blocks, "
-              f"{c['seed_same_hop_block_0.1']['cpu_seconds_per_audio_second']:.3f} "
-              f"({c['seed_over_ours_same_hop_block_0.1']:.1f}x ours) with 0.1 s blocks; at its own 2 s blocks: "
+        fmt = lambda r: f"{r['median']:.1f}x (rounds {r['min']:.1f}-{r['max']:.1f})"  # noqa: E731
+        print(f"  seed model at the same hop: {c['seed_same_hop']['cpu_seconds_per_audio_second']:.3f} s per audio s, "
+              f"{fmt(c['seed_same_hop_over_ours'])} ours with 0.02 s blocks; "
+              f"{c['seed_same_hop_block_0.1']['cpu_seconds_per_audio_second']:.3f}, "
+              f"{fmt(c['seed_same_hop_block_0.1_over_ours_block_0.1'])} with 0.1 s blocks; at its own 2 s blocks: "
               f"{c['seed_own_2s_blocks']['cpu_seconds_per_audio_second']:.4f}")
         print(f"  both without the onset gate at the same hop: seed "
-              f"{c['seed_same_hop_no_gate']['cpu_seconds_per_audio_second']:.3f} "
-              f"({c['seed_over_ours_same_hop_no_gate']:.1f}x ours ungated, "
-              f"{c['seed_ungated_over_listener']:.1f}x the listener's gated path)")
+              f"{c['seed_same_hop_no_gate']['cpu_seconds_per_audio_second']:.3f}, "
+              f"{fmt(c['seed_same_hop_no_gate_over_ours_no_gate'])} ours ungated, "
+              f"{fmt(c['seed_same_hop_no_gate_over_ours'])} the listener's gated path")
+        print(f"  (medians of {c['rounds']} interleaved rounds of {c['audio_seconds_per_round']:.0f} s of audio each)")
     if "live" in res:
         lv = res["live"]
         s, g, g3 = lv["snap_latency"], lv["gesture_latency_from_last_snap"], lv["triple_latency_from_last_snap"]

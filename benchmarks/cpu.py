@@ -35,41 +35,53 @@ def pipeline_cpu(model, x: np.ndarray, rate: int, hop_samples: int | None = None
             "events": n_events, "onset_gate": onset_gate, "loadavg_1min": [load0, os.getloadavg()[0]]}
 
 
-def run_cpu(default_model: Path, seed_model: Path | None, audio: np.ndarray, rate: int, seconds: float) -> dict:
+def run_cpu(default_model: Path, seed_model: Path | None, audio: np.ndarray, rate: int, seconds: float,
+            rounds: int = 5) -> dict:
+    """Every configuration once per round, rounds interleaved: this machine's speed drifts by up to
+    2x over minutes (shared cores), so a ratio of two runs made a minute apart says little. Each
+    figure is the median over rounds; each ratio the median of the per-round ratios, with its range."""
     import torch
 
     from snap_mqtt.model_file import load_model
 
     torch.set_num_threads(1)
     ours = load_model(default_model)
+    per_round = max(1.0, seconds / rounds)
     # the listener's capture block (audio.block_seconds, default 0.02 s) sets how many windows one
-    # forward call scores: at 0.02 s one window per call, where torch's fixed per-call cost dominates
-    # the onset gate (Detector) keeps windows where no onset can be placed from the model; the
+    # forward call scores: at 0.02 s one window per call, where torch's fixed per-call cost dominates.
+    # The onset gate (Detector) keeps windows where no onset can be placed from the model; the
     # seed's model is run through the same pipeline, so it is gated too unless said otherwise
-    out: dict = {"ours": pipeline_cpu(ours, audio, rate, max_seconds=seconds),
-                 "ours_no_gate": pipeline_cpu(ours, audio, rate, max_seconds=seconds, onset_gate=False),
-                 "ours_block_0.05": pipeline_cpu(ours, audio, rate, block_seconds=0.05, max_seconds=seconds),
-                 "ours_block_0.1": pipeline_cpu(ours, audio, rate, block_seconds=0.1, max_seconds=seconds)}
+    configs: dict[str, tuple] = {
+        "ours": (ours, {}),
+        "ours_no_gate": (ours, {"onset_gate": False}),
+        "ours_block_0.05": (ours, {"block_seconds": 0.05}),
+        "ours_block_0.1": (ours, {"block_seconds": 0.1})}
     if seed_model is not None and seed_model.exists():
         seed = load_model(seed_model)
-        hop_s = ours.metadata.hop_samples / ours.metadata.sample_rate
-        same_hop = int(round(hop_s * seed.metadata.sample_rate))
-        # the seed's model costs much more per window: a shorter stretch gives a stable figure
-        short = min(seconds, 15.0)
-        out["seed_same_hop"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, max_seconds=short)
-        out["seed_same_hop_block_0.1"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, block_seconds=0.1,
-                                                      max_seconds=short)
-        out["seed_same_hop_no_gate"] = pipeline_cpu(seed, audio, rate, hop_samples=same_hop, max_seconds=short,
-                                                    onset_gate=False)
-        # the seed's own way: 2 s blocks, every block classified (no onset to gate on)
-        out["seed_own_2s_blocks"] = pipeline_cpu(seed, audio, rate, max_seconds=seconds, onset_gate=False)
-        out["seed_over_ours_same_hop"] = (out["seed_same_hop"]["cpu_seconds_per_audio_second"]
-                                          / out["ours"]["cpu_seconds_per_audio_second"])
-        out["seed_over_ours_same_hop_no_gate"] = (out["seed_same_hop_no_gate"]["cpu_seconds_per_audio_second"]
-                                                  / out["ours_no_gate"]["cpu_seconds_per_audio_second"])
-        # what the listener spends against what running the seed's model at that hop would
-        out["seed_ungated_over_listener"] = (out["seed_same_hop_no_gate"]["cpu_seconds_per_audio_second"]
-                                             / out["ours"]["cpu_seconds_per_audio_second"])
-        out["seed_over_ours_same_hop_block_0.1"] = (out["seed_same_hop_block_0.1"]["cpu_seconds_per_audio_second"]
-                                                    / out["ours_block_0.1"]["cpu_seconds_per_audio_second"])
+        same_hop = int(round(ours.metadata.hop_samples / ours.metadata.sample_rate * seed.metadata.sample_rate))
+        configs.update({
+            "seed_same_hop": (seed, {"hop_samples": same_hop}),
+            "seed_same_hop_block_0.1": (seed, {"hop_samples": same_hop, "block_seconds": 0.1}),
+            "seed_same_hop_no_gate": (seed, {"hop_samples": same_hop, "onset_gate": False}),
+            # the seed's own way: 2 s blocks, every block classified (no onset to gate on)
+            "seed_own_2s_blocks": (seed, {"onset_gate": False})})
+    runs: dict[str, list[dict]] = {k: [] for k in configs}
+    for _ in range(max(1, rounds)):
+        for name, (model, kw) in configs.items():
+            runs[name].append(pipeline_cpu(model, audio, rate, max_seconds=per_round, **kw))
+    out: dict = {"rounds": rounds, "audio_seconds_per_round": per_round}
+    for name, rs in runs.items():
+        vals = [r["cpu_seconds_per_audio_second"] for r in rs]
+        out[name] = {**rs[int(np.argsort(vals)[len(vals) // 2])], "cpu_seconds_per_audio_second": float(np.median(vals)),
+                     "per_round": vals, "loadavg_1min": [rs[0]["loadavg_1min"][0], rs[-1]["loadavg_1min"][1]]}
+
+    def ratio(num: str, den: str) -> None:
+        r = [a["cpu_seconds_per_audio_second"] / b["cpu_seconds_per_audio_second"] for a, b in zip(runs[num], runs[den])]
+        out[f"{num}_over_{den}"] = {"median": float(np.median(r)), "min": float(min(r)), "max": float(max(r))}
+
+    if "seed_same_hop" in runs:
+        ratio("seed_same_hop", "ours")  # the target: the listener's path against the seed's model at its hop
+        ratio("seed_same_hop_no_gate", "ours_no_gate")  # model against model
+        ratio("seed_same_hop_no_gate", "ours")  # what the listener spends against running the seed's model
+        ratio("seed_same_hop_block_0.1", "ours_block_0.1")
     return out

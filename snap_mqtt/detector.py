@@ -1,8 +1,10 @@
 """Streaming snap detection on a sliding window (pure logic: no audio device, no MQTT, no files).
 
-Blocks of any size go in; windows of `window_samples` start at every multiple of `hop_samples`
-since the stream (or the last `reset`) began, so how the stream is chunked never changes which
-windows are scored, nor the events. All windows a block completes are scored in one batched call.
+Blocks of any size go in; windows of `window_samples` start every `hop_samples` from `phase`
+samples after the stream (or the last `reset`) began, so how the stream is chunked never changes
+which windows are scored, nor the events. All windows a block completes are scored in one batched
+call. The pipeline sets the phase so that window ends fall where capture blocks of whole hops
+end: a window is then scored as soon as its block arrives, not up to a hop later.
 
 A window is positive when the model's probability reaches the threshold; the model was trained to
 say so when a snap's onset lies `onset_min_samples..onset_max_samples` into the window. For each
@@ -83,7 +85,8 @@ class Detector:
 
     def __init__(self, model: Any, threshold: float | None = None, refractory: float = 0.15,
                  hop_samples: int | None = None, *, spec: WindowSpec | None = None, start_sample: int = 0,
-                 onset_gate: bool = True, follow_threshold: float | None = None, follow_seconds: float = 0.0):
+                 onset_gate: bool = True, follow_threshold: float | None = None, follow_seconds: float = 0.0,
+                 phase: int = 0):
         if spec is None:
             meta = getattr(model, "metadata", None)
             if meta is None:
@@ -96,6 +99,7 @@ class Detector:
         self.hop = int(hop_samples) if hop_samples is not None else spec.hop_samples
         if self.hop <= 0:
             raise ValueError(f"hop_samples must be positive, got {self.hop}")
+        self.phase = int(phase) % self.hop  # first window's start after the origin
         self.threshold = float(threshold) if threshold is not None else spec.threshold
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
@@ -118,16 +122,24 @@ class Detector:
 
     # -- state --------------------------------------------------------------------------------------
     def _clear(self) -> None:
-        self._origin = self._samples_seen  # windows start at origin + k * hop
+        self._origin = self._samples_seen  # windows start at origin + phase + k * hop
         # audio not yet fully used: _store[:_len], whose first sample has absolute index _buf_start;
         # a preallocated store so one-sample blocks cost O(1), not a copy of the window each
         self._store = np.zeros(2 * self.window + 4 * self.hop, dtype=np.float32)
         self._len = 0
         self._buf_start = self._samples_seen
-        self._next_window = self._origin  # absolute start of the next window to score
+        self._next_window = self._origin + self.phase  # absolute start of the next window to score
         self._last_onset: int | None = None  # absolute onset of the last event
         self._run_max = 0.0  # highest probability since the last event within the current run
         self._pending: list[_Candidate] = []  # recent snaps that reached only the follow threshold
+
+    def set_phase(self, phase: int) -> None:
+        """Start windows `phase` samples (mod hop) after the origin; only before audio has come in
+        since the origin (a new detector, or just after `reset`)."""
+        if self._len or self._buf_start != self._origin:
+            raise RuntimeError("set_phase after audio has been pushed: reset() first")
+        self.phase = int(phase) % self.hop
+        self._next_window = self._origin + self.phase
 
     def reset(self, gap_samples: int = 0) -> None:
         """Forget buffered audio and the refractory state (after an audio gap); the time base goes

@@ -9,6 +9,7 @@ the device's clock; they survive `reset()` (an audio gap) and `reload()` (a new 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,9 +60,16 @@ class SnapPipeline:
         self.detector = self._make_detector(model, spec, start_sample=0)
         self.input_rate = int(input_rate) if input_rate is not None else self.detector.sample_rate
         self.resampler = StreamingResampler(self.input_rate, self.detector.sample_rate)
+        self._align(self.detector)
         self.counter = GestureCounter(self.params.gap, self.params.max_count, settle=self.detector.max_delay)
         self._frames_in = 0  # device frames consumed: the stream clock
         self._recent = _Recent(int(self.params.history_seconds * self.sample_rate))
+
+    def _align(self, det: Detector) -> None:
+        """Window ends where capture blocks of whole hops end: the resampler's output trails its
+        input by `lag` model samples, so a block's last `lag` samples come out with the next one."""
+        lag = math.ceil(self.resampler.latency * det.sample_rate - 1e-6)
+        det.set_phase((-det.window - lag) % det.hop)
 
     def _make_detector(self, model: Any, spec: WindowSpec | None, start_sample: int) -> Detector:
         p = self.params
@@ -131,6 +139,7 @@ class SnapPipeline:
         its next output is the input's next instant)."""
         target = int(round(self._frames_in * det.sample_rate / self.input_rate))
         det.reset(target - det.samples_seen)
+        self._align(det)
         self.detector = det
         self._recent = _Recent(int(self.params.history_seconds * det.sample_rate), end=target)
 

@@ -70,8 +70,8 @@ class TableScorer:
     the scorer needs no side channel and chunking cannot fool it. Counts its forward calls."""
 
     def __init__(self, signal: np.ndarray, probs: dict[int, float], hop: int = SPEC.hop_samples,
-                 window: int = SPEC.window_samples):
-        self.index = {signal[s: s + 16].tobytes(): s for s in range(0, len(signal) - window + 1, hop)}
+                 window: int = SPEC.window_samples, phase: int = 0):
+        self.index = {signal[s: s + 16].tobytes(): s for s in range(phase, len(signal) - window + 1, hop)}
         self.probs = probs
         self.calls: list[int] = []
 

@@ -202,3 +202,28 @@ def test_sampler_draws_mined_windows_as_negatives(tmp_path):
     assert hard and all(y == 0 for _, y in hard)
     # the mined window itself, at a gain of -6..+3 dB
     assert all(np.allclose(x / x[0], 1.0) and 0.12 <= x[0] <= 0.36 for x, _ in hard)
+
+
+def test_positive_strip_walks_the_snap_onset_through_the_positive_region(tmp_path):
+    """Window j of a strip starts at j * hop and holds the snap's onset at onset_max - j * hop: the
+    windows the detector scores for one snap, from the earliest that may fire to the last."""
+    from snap_mqtt.onset import find_onset
+    from trainer.data import MixConfig, WindowSampler, WindowSpec
+
+    root = _copy_fixtures(tmp_path / "s")
+    bank = load_clip_bank(scan_data(root), root, 16000)
+    spec = WindowSpec()
+    quiet = MixConfig(p_background_mix=0.0, p_second_snap=0.0, augment=False)
+    s = WindowSampler(bank, "train", spec, quiet)
+    s.no_snaps = [np.zeros(16000, dtype=np.float32)]  # silence under the snap: its onset is unambiguous
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        strip, k = s.positive_strip(rng, 320)
+        assert k == (spec.onset_max - spec.onset_min) // 320 + 1 == 7
+        assert len(strip) == spec.window_samples + (k - 1) * 320
+        found = find_onset(strip, 16000, start=0, stop=len(strip))
+        assert found is not None
+        onset = found.index
+        assert abs(onset - spec.onset_max) <= 40  # within 2.5 ms of where it was put
+        for j in range(k):  # every window has it inside the positive region
+            assert spec.onset_min - 40 <= onset - j * 320 <= spec.onset_max + 40

@@ -381,3 +381,17 @@ def test_follow_rule_events_do_not_depend_on_block_sizes(sizes):
     whole = det().push(x)
     assert len(whole) == 5
     assert key(push_in_chunks(det(), x, sizes)) == key(whole)
+
+
+def test_the_window_phase_shifts_every_window_and_is_set_only_on_a_fresh_detector():
+    x = noise(1.0)
+    starts = {s: 0.0 for s in range(0, len(x), 1)}  # every start known: see where windows begin
+    sc = TableScorer(x, starts, hop=1)
+    det = Detector(sc, spec=SPEC, onset_gate=False, phase=100)
+    det.push(x[:WIN + 100 + 2 * HOP])
+    assert sum(sc.calls) == 3  # windows at 100, 100 + HOP, 100 + 2 HOP: the first ends WIN + 100 in
+    with pytest.raises(RuntimeError, match="reset"):
+        det.set_phase(0)
+    det.reset()
+    det.set_phase(HOP + 7)  # taken modulo the hop
+    assert det.phase == 7

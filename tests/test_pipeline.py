@@ -226,19 +226,20 @@ def test_params_from_settings_and_defaults():
 
 def test_a_double_whose_first_snap_was_unsure_is_counted_as_a_double_with_the_follow_threshold():
     hop, at = SPEC.hop_samples, 3300
-    x = scene([(k * hop + at) / RATE for k in (40, 58, 200)], 6.0)
+    ph = (-SPEC.window_samples) % hop  # the pipeline's windows end on whole hops (phase)
+    x = scene([(k * hop + ph + at) / RATE for k in (40, 58, 200)], 6.0)
     # first snap unsure, second sure; a lone unsure snap far from any sure one
-    probs = {40 * hop: 0.7, 58 * hop: 0.95, 200 * hop: 0.7}
+    probs = {40 * hop + ph: 0.7, 58 * hop + ph: 0.95, 200 * hop + ph: 0.7}
 
     def gestures(params):
-        p = SnapPipeline(TableScorer(x, probs), params, input_rate=RATE, spec=SPEC)
+        p = SnapPipeline(TableScorer(x, probs, phase=ph), params, input_rate=RATE, spec=SPEC)
         ev = p.process(x) + p.flush()
         return [g.count for g in ev if isinstance(g, GestureEvent)]
 
     assert gestures(DetectionParams(threshold=0.9)) == [1]
     assert gestures(DetectionParams(threshold=0.9, follow_threshold=0.5)) == [2]
     s = Settings.load(cli_overrides={"threshold": 0.9, "follow_threshold": 0.5}, env_file=None)
-    assert SnapPipeline(TableScorer(x, probs), s, input_rate=RATE, spec=SPEC).detector.follow_threshold == 0.5
+    assert SnapPipeline(TableScorer(x, probs, phase=ph), s, input_rate=RATE, spec=SPEC).detector.follow_threshold == 0.5
 
 
 # -- the real model on the demo recording, as a 44.1 kHz stereo device would deliver it -----------------
@@ -256,3 +257,28 @@ def test_default_model_pipeline_on_the_demo_scene_at_44k1_stereo():
     gestures = [e for e in evs if isinstance(e, GestureEvent)]
     assert [e.time for e in snaps] == pytest.approx(truth["snaps"], abs=0.05)
     assert [(g.count, round(g.time, 1)) for g in gestures] == [(g["count"], g["time"]) for g in truth["gestures"]]
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+def test_capture_blocks_of_one_hop_complete_a_window_as_they_arrive(rate):
+    """The pipeline puts window ends where blocks of whole hops end (at the model's rate, behind
+    the resampler's lag): each block is scored in full as it comes, no part of it waits for the
+    next block. With windows on whole hops from the stream start, every window would wait 10 ms."""
+    scored = []
+
+    def scorer(wins):
+        scored.append(len(wins))
+        return np.zeros(len(wins))
+
+    p = SnapPipeline(scorer, DetectionParams(onset_gate=False), input_rate=rate, spec=SPEC)
+    block = rate * SPEC.hop_samples // SPEC.sample_rate  # one hop of device audio (20 ms)
+    x = (0.01 * np.random.default_rng(0).standard_normal(rate * 2)).astype(np.float32)
+    complete = 0
+    for i in range(0, len(x) - block + 1, block):
+        p.process(x[i:i + block])
+        n = sum(scored)
+        if n:
+            last_end = p.detector.phase + (n - 1) * SPEC.hop_samples + SPEC.window_samples
+            assert last_end == p.detector.samples_seen  # the newest sample ends the newest window
+            complete += 1
+    assert complete >= 2 * SPEC.sample_rate // SPEC.hop_samples - 14  # all blocks after the first window

@@ -20,7 +20,7 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
 TINY = ["--epochs", "5", "--patience", "6", "--mine-rounds", "1", "--mine-epochs", "2", "--epoch-windows", "512", "--val-windows", "256",
         "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7",
-        "--polish-steps", "30"]
+        "--polish-steps", "30", "--polish-hard-positives", "0.05"]
 
 # Scores the model in a fresh interpreter that must not import torchaudio: each clip is placed in
 # noise at its own floor and scored over every window position (hop as in the metadata); the clip's score is
@@ -82,7 +82,9 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     assert run["training"]["background_speeds"] == [0.85, 0.93, 1.08, 1.18]  # the default recipe's
     polish = run["training"]["polish"]  # and the event-level polish over the negatives
     assert polish["negative_seconds"] > 0 and polish["mining_rounds"][0]["windows"] >= 0
-    assert polish["steps"] in (0, 30) and (polish["steps"] == 0) == (polish["mining_rounds"][0]["windows"] == 0)
+    first = polish["mining_rounds"][0]  # nothing to learn only when nothing fired and no snap was missed or late
+    assert polish["steps"] in (0, 30) and (polish["steps"] == 0) == (first["windows"] == 0 and first["hard_positives"] == 0)
+    assert polish["settings"]["p_hard_pos"] == pytest.approx(0.05) and first["snaps"] > 0
     # the manifest records every file with its split
     import pandas as pd
 
@@ -133,7 +135,7 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     src = tiny_run / "model.pt"
     out = tmp_path / "polished.pt"
     rc = snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "20",
-                     "--test-windows", "64", "--threads", "1", "--no-progress"])
+                     "--test-windows", "64", "--threads", "1", "--no-progress", "--hard-positives", "0.1"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "false triggers on" in text and "test windows at threshold" in text
@@ -145,16 +147,76 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     for k in ("precision", "recall", "f1"):
         assert 0.0 <= new.test_metrics[k] <= 1.0
     assert info["background_speeds"] == [0.85, 0.93, 1.08, 1.18]
+    # hard positives: each mining round scored fresh training snaps as the detector meets them
+    assert info["settings"]["p_hard_pos"] == pytest.approx(0.1) and len(info["mining_rounds"]) == 3
+    for r in info["mining_rounds"]:
+        assert r["snaps"] == info["hard_positive_draws"] > 0 and 0 <= r["missed"] + r["late"] <= r["snaps"]
+        assert r["missed"] * 2 <= r["hard_positives"] <= 3 * r["missed"] + 3 * r["late"]
+    assert "training snaps missed / decided late" in text
     # polished again: the lineage stays in the metadata
     again = tmp_path / "again.pt"
     assert snap_train(["polish", str(out), "--data", str(FIX), "--out", str(again), "--steps", "5",
                        "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none"]) == 0
-    capsys.readouterr()
     twice = load_model(again).metadata.extra
     assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
+    assert twice["polish"]["hard_positive_draws"] == 0 and "missed" not in capsys.readouterr().out
     assert twice["polish"]["base_sha256"] != info["base_sha256"]
     # never over an existing file, never over itself
     assert snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "5"]) == 2
     assert "exists" in capsys.readouterr().err
     assert snap_train(["polish", str(tmp_path / "missing.pt"), "--data", str(FIX), "--out", str(tmp_path / "x.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    assert snap_train(["polish", str(src), "--data", str(FIX), "--out", str(tmp_path / "y.pt"),
+                       "--hard-positives", "1.5"]) == 2
+    assert "--hard-positives" in capsys.readouterr().err
+
+
+class _StripSampler:
+    """Strips of 3 windows (window 4, hop 2) holding their own index, for exact bookkeeping."""
+
+    class spec:
+        window_samples = 4
+
+    def __init__(self):
+        self.i = 0
+
+    def positive_strip(self, rng, hop):
+        self.i += 1
+        return np.full(4 + 2 * hop, float(self.i), dtype=np.float32) + np.arange(4 + 2 * hop) / 100, 3
+
+
+def test_mining_hard_positives_keeps_missed_and_late_snaps_only():
+    from trainer.enroll import mine_hard_positives
+
+    # per snap (strip), the probabilities of its three windows
+    probs = {1: [0.1, 0.3, 0.2],    # missed: its best window (1) and the neighbours 0, 2
+             2: [0.95, 0.99, 0.9],  # heard at once: nothing to learn
+             3: [0.2, 0.5, 0.97],   # heard two windows late: with early=0, window 0 is a hard positive
+             4: [0.1, 0.96, 0.99]}  # heard one window late: with early=1, in time
+
+    def score(wins):
+        return np.array([probs[int(w[0])][int(round((w[0] % 1) * 100)) // 2] for w in wins])
+
+    wins, counts = mine_hard_positives(score, _StripSampler(), 4, 0.937, 2, np.random.default_rng(0), early=1)
+    assert counts == {"snaps": 4, "missed": 1, "late": 1}
+    got = [(int(w[0]), int(round((w[0] % 1) * 100)) // 2) for w in wins]  # (snap, window index)
+    assert got == [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1)]
+    assert mine_hard_positives(score, _StripSampler(), 0, 0.9, 2, np.random.default_rng(0)) == \
+        ([], {"snaps": 0, "missed": 0, "late": 0})
+
+
+def test_batches_draw_hard_positives_as_snaps_at_their_share():
+    from trainer.enroll import BatchMaker, TuneConfig
+
+    class Neg:
+        def draw(self, rng):
+            return np.zeros(8, dtype=np.float32), 0, "background"
+
+    cfg = TuneConfig(batch=400, p_hard=0.0, p_user=1.0, p_hard_pos=0.25)
+    bm = BatchMaker(Neg(), None, [], 8, 2, cfg)
+    bm.hard_positives = [np.full(8, 0.5, dtype=np.float32)]
+    x, y = bm(np.random.default_rng(1))
+    pos = y == 1.0
+    assert 0.17 < pos.mean() < 0.33  # about a quarter of the batch
+    assert np.all(x[pos] > 0.3) and np.all(x[pos] < 0.8)  # the mined window, at a gain of -3..+3 dB
+    assert np.all(x[~pos] == 0)

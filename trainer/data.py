@@ -312,22 +312,21 @@ class WindowSampler:
         self._weigh()
 
     # -- pieces
-    def _bed(self, rng: np.random.Generator) -> np.ndarray:
-        """Room sound under a window: a no_snap clip (same room as the snaps)."""
-        n = self.spec.window_samples
-        return aug.crop(self.no_snaps[int(rng.integers(len(self.no_snaps)))], n, rng)
+    def _bed(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+        """Room sound under a window (or n samples): a no_snap clip (same room as the snaps)."""
+        return aug.crop(self.no_snaps[int(rng.integers(len(self.no_snaps)))], n or self.spec.window_samples, rng)
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        n = self.spec.window_samples
-        return aug.crop(self.backgrounds[int(rng.integers(len(self.backgrounds)))], n, rng)
+    def _background(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
+        return aug.crop(self.backgrounds[int(rng.integers(len(self.backgrounds)))], n or self.spec.window_samples, rng)
 
     def _snap(self, rng: np.random.Generator, pool: list[SnapClip] | None = None) -> tuple[np.ndarray, int]:
         pool = pool or self.snaps
         c = pool[int(rng.integers(len(pool)))]
         return aug.snap_segment(c.samples, c.onset, self.mix.pre_onset, self.spec.window_samples)
 
-    def _with_snaps(self, rng: np.random.Generator, positions: list[int], tails_ok: bool = False) -> np.ndarray:
-        bed = self._bed(rng)
+    def _with_snaps(self, rng: np.random.Generator, positions: list[int], tails_ok: bool = False,
+                    length: int | None = None) -> np.ndarray:
+        bed = self._bed(rng, length)
         level = 0.0
         for p in positions:
             seg, lead = self._snap(rng, self.snaps_all if tails_ok else None)
@@ -335,7 +334,7 @@ class WindowSampler:
             level = max(level, aug.snap_level(seg, lead, self.spec.sample_rate))
         if self.backgrounds and rng.random() < self.mix.p_background_mix:
             snr = rng.uniform(*self.mix.snr_db)
-            bed = bed + aug.scale_to_snr(level, self._background(rng), snr)
+            bed = bed + aug.scale_to_snr(level, self._background(rng, length), snr)
         return bed
 
     def _finish(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -353,6 +352,17 @@ class WindowSampler:
         if rng.random() < self.mix.p_second_snap:
             pos.append(p - int(rng.integers(int(0.2 * s.sample_rate), int(0.6 * s.sample_rate))))
         return self._finish(self._with_snaps(rng, pos), rng)
+
+    def positive_strip(self, rng: np.random.Generator, hop: int) -> tuple[np.ndarray, int]:
+        """One snap as the detector meets it: audio on which windows one `hop` apart walk the
+        snap's onset through the positive region, from its late end (the earliest window that may
+        fire) to its early end. Returns (strip, number of windows); window j starts at j * hop."""
+        s = self.spec
+        k = (s.onset_max - s.onset_min) // hop + 1
+        pos = [s.onset_max]
+        if rng.random() < self.mix.p_second_snap:
+            pos.append(s.onset_max - int(rng.integers(int(0.2 * s.sample_rate), int(0.6 * s.sample_rate))))
+        return self._finish(self._with_snaps(rng, pos, length=s.window_samples + (k - 1) * hop), rng), k
 
     def negative(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         s = self.spec

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.cli import UsageError
+from trainer.polish import DEFAULT_HARD_POSITIVES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polish-steps", type=int, default=500,
                         help="last stage: fine-tune against where the listener's pipeline fires on the training and "
                              "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
+    parser.add_argument("--polish-hard-positives", type=float, default=DEFAULT_HARD_POSITIVES, metavar="SHARE",
+                        help="share of the polish's batches from training snaps it would miss or decide late; "
+                             "0 turns that off (default: %(default)s)")
     add_background_speeds_argument(parser)
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
@@ -276,6 +280,8 @@ def run(args) -> int:
     for name in ("max_epochs", "batch_size", "epoch_windows", "val_windows", "test_windows"):
         if getattr(cfg, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
+    if not 0.0 <= args.polish_hard_positives < 1.0:
+        raise UsageError("--polish-hard-positives must lie in [0, 1)")
     speeds = background_speeds(args.background_speeds)
     out, export = _check_paths(args)
     torch.set_num_threads(max(1, cfg.threads))
@@ -357,7 +363,8 @@ def run(args) -> int:
         from trainer.polish import det_spec_for, negative_audio, polish
 
         polished = polish(result.net, train_s, negative_audio(bank), det_spec_for(spec, cfg.hop_samples, threshold),
-                          args.polish_steps, cfg.seed, progress=cfg.progress)
+                          args.polish_steps, cfg.seed, progress=cfg.progress,
+                          hard_positive_share=args.polish_hard_positives)
         print(f"polish: {polished['steps']} steps against the pipeline's false triggers on "
               f"{polished['negative_seconds']:.0f} s of training/validation negatives "
               f"({' -> '.join(str(r['false_triggers']) for r in polished['mining_rounds'])} per mining round)")
