@@ -292,3 +292,22 @@ def test_transient_detector_hears_clicks_not_sustained_sound():
     got = transient_onsets(x, rate)
     assert len(got) == 3
     assert np.allclose(got, [1.0, 1.3, 4.0], atol=0.005)
+
+
+def test_a_replay_scores_the_windows_the_recorded_run_scored(scenes: Path):
+    """A replay runs on the model-rate audio the pipeline's resampler made; its windows must start
+    where the recorded run's did (the phase set behind the resampler), or every probability lands
+    on the wrong window."""
+    from trainer.evaluate import load_recordings, record_pass
+
+    model = load_model(default_model_path())
+    recs = [r for r in load_recordings(scenes) if r.role == "scene"]
+    audio = {i: read_audio(r.file).samples for i, r in enumerate(recs)}
+    run = record_pass(model, recs, audio, 0.5, block_seconds=0.1)
+    assert {r.sample_rate for r in recs} == {16000, 44100, 48000}
+    # behind a resampler the windows sit earlier by its lag (10 model samples here)
+    phases = {r.sample_rate: d.phase for r, d in zip(recs, run.detections)}
+    assert phases[44100] == phases[48000] == phases[16000] - 10
+    again = run.replay(0.5)
+    assert [(d.snaps, d.gestures) for d in again] == [(d.snaps, d.gestures) for d in run.detections]
+    assert sum(len(d.snaps) for d in again) > 0

@@ -62,6 +62,7 @@ class Detections:
     snaps: list[float]
     gestures: list[Gesture]
     delays: list[float] = field(default_factory=list)  # detected_at - onset (audio time), per snap
+    phase: int = 0  # where the pipeline's windows started (Detector.phase): a replay must use the same
 
 
 def load_recordings(scenes_dir: Path) -> list[Recording]:
@@ -136,15 +137,19 @@ class _Tap:
 
 
 def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: int,
-                 block_seconds: float = 0.1, tap: list | None = None, follow: float | None = None) -> Detections:
+                 block_seconds: float = 0.1, tap: list | None = None, follow: float | None = None,
+                 phase: int | None = None) -> Detections:
     """Feed `x` (at `rate`) through a SnapPipeline in blocks; `tap` (a list) receives the
-    model-rate audio the pipeline's resampler produced."""
+    model-rate audio the pipeline's resampler produced. `phase` overrides the pipeline's window
+    phase (a replay of model-rate audio recorded behind a resampler)."""
     from snap_mqtt.events import GestureEvent, SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
     pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold, follow_threshold=follow), input_rate=rate, spec=spec)
     if tap is not None:
         pipe.resampler = _Tap(pipe.resampler)
+    if phase is not None:
+        pipe.detector.set_phase(phase)
     events = []
     step = max(1, int(block_seconds * rate))
     for i in range(0, len(x), step):
@@ -155,7 +160,7 @@ def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: 
     snaps = [e for e in events if isinstance(e, SnapEvent)]
     gestures = [e for e in events if isinstance(e, GestureEvent)]
     return Detections([s.time for s in snaps], [Gesture.of([s.time for s in g.snaps], g.count) for g in gestures],
-                      [s.detected_at - s.time for s in snaps])
+                      [s.detected_at - s.time for s in snaps], pipe.detector.phase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,8 +235,8 @@ class ModelPass:
         """The pipeline at another threshold on the same audio and probabilities (the windows scored
         do not depend on the thresholds), without paying for the network again."""
         return [run_pipeline(ReplayScorer(rec.probs), self.spec, threshold, y, self.spec.sample_rate,
-                             block_seconds=1.0, follow=follow)
-                for rec, y in zip(self.recorders, self.model_audio)]
+                             block_seconds=1.0, follow=follow, phase=d.phase)
+                for rec, y, d in zip(self.recorders, self.model_audio, self.detections)]
 
 
 def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float, block_seconds: float,
