@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{c['seed_same_hop_no_gate']['cpu_seconds_per_audio_second']:.3f}, "
               f"{fmt(c['seed_same_hop_no_gate_over_ours_no_gate'])} ours ungated, "
               f"{fmt(c['seed_same_hop_no_gate_over_ours'])} the listener's gated path")
-        print(f"  (medians of {c['rounds']} interleaved rounds of {c['audio_seconds_per_round']:.0f} s of audio each)")
+        print(f"  ({c['rounds']} interleaved rounds, each every configuration on the next "
+              f"{c['audio_seconds_per_round']:.0f} s of audio; ratios: median of the rounds')")
     if "live" in res:
         lv = res["live"]
         s, g, g3 = lv["snap_latency"], lv["gesture_latency_from_last_snap"], lv["triple_latency_from_last_snap"]

@@ -11,11 +11,12 @@ import numpy as np
 
 
 def pipeline_cpu(model, x: np.ndarray, rate: int, hop_samples: int | None = None, block_seconds: float = 0.02,
-                 max_seconds: float | None = None, onset_gate: bool = True) -> dict:
+                 max_seconds: float | None = None, onset_gate: bool = True, start_seconds: float = 0.0) -> dict:
     """Feed `x` (at `rate`) in capture-sized blocks; process CPU time per audio second.
     `hop_samples` (model samples) overrides the model's hop, to compare models at the same hop."""
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
+    x = x[int(start_seconds * rate):]
     if max_seconds is not None:
         x = x[: int(max_seconds * rate)]
     pipe = SnapPipeline(model, DetectionParams(hop_samples=hop_samples, onset_gate=onset_gate), input_rate=rate)
@@ -38,8 +39,10 @@ def pipeline_cpu(model, x: np.ndarray, rate: int, hop_samples: int | None = None
 def run_cpu(default_model: Path, seed_model: Path | None, audio: np.ndarray, rate: int, seconds: float,
             rounds: int = 5) -> dict:
     """Every configuration once per round, rounds interleaved: this machine's speed drifts by up to
-    2x over minutes (shared cores), so a ratio of two runs made a minute apart says little. Each
-    figure is the median over rounds; each ratio the median of the per-round ratios, with its range."""
+    2x over minutes (shared cores), so a ratio of two runs made a minute apart says little. Round r
+    runs every configuration on the r-th stretch of the audio (the gated path's cost depends on
+    how many onsets the audio holds). Each figure is CPU over audio summed over the rounds; each
+    ratio the median of the per-round ratios, with their range."""
     import torch
 
     from snap_mqtt.model_file import load_model
@@ -66,13 +69,15 @@ def run_cpu(default_model: Path, seed_model: Path | None, audio: np.ndarray, rat
             # the seed's own way: 2 s blocks, every block classified (no onset to gate on)
             "seed_own_2s_blocks": (seed, {"onset_gate": False})})
     runs: dict[str, list[dict]] = {k: [] for k in configs}
-    for _ in range(max(1, rounds)):
+    for r in range(max(1, rounds)):
         for name, (model, kw) in configs.items():
-            runs[name].append(pipeline_cpu(model, audio, rate, max_seconds=per_round, **kw))
+            runs[name].append(pipeline_cpu(model, audio, rate, max_seconds=per_round, start_seconds=r * per_round, **kw))
     out: dict = {"rounds": rounds, "audio_seconds_per_round": per_round}
     for name, rs in runs.items():
         vals = [r["cpu_seconds_per_audio_second"] for r in rs]
-        out[name] = {**rs[int(np.argsort(vals)[len(vals) // 2])], "cpu_seconds_per_audio_second": float(np.median(vals)),
+        audio_s = sum(r["audio_seconds"] for r in rs)
+        out[name] = {**rs[0], "audio_seconds": audio_s, "events": sum(r["events"] for r in rs),
+                     "cpu_seconds_per_audio_second": sum(v * r["audio_seconds"] for v, r in zip(vals, rs)) / audio_s,
                      "per_round": vals, "loadavg_1min": [rs[0]["loadavg_1min"][0], rs[-1]["loadavg_1min"][1]]}
 
     def ratio(num: str, den: str) -> None:

@@ -240,8 +240,9 @@ class ModelPass:
 
 
 def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float, block_seconds: float,
-                follow: float | None = None) -> ModelPass:
-    """Run the model's pipeline (resampler and all) over every recording, keeping what a replay needs."""
+                follow: float | None = None, phase: int | None = None) -> ModelPass:
+    """Run the model's pipeline (resampler and all) over every recording, keeping what a replay needs.
+    `phase` overrides where the pipeline's windows start (None: its own alignment)."""
     from snap_mqtt.detector import WindowSpec
 
     spec = WindowSpec.from_metadata(model.metadata)
@@ -250,7 +251,7 @@ def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float
     for i, r in enumerate(recs):
         rec = RecordingScorer(model)
         dets.append(run_pipeline(rec, spec, threshold, audio[i], r.sample_rate, block_seconds, tap=model_audio,
-                                 follow=follow))
+                                 follow=follow, phase=phase))
         recorders.append(rec)
     return ModelPass(spec, recorders, model_audio, dets, time.monotonic() - t0, time.process_time() - c0)
 
