@@ -345,12 +345,15 @@ class WindowSampler:
         return aug.random_gain(x, rng, *self.mix.gain_db)
 
     # -- windows
+    def _snap_positions(self, p: int, rng: np.random.Generator) -> list[int]:
+        """A snap at `p`, sometimes with the earlier snap of a double 0.2-0.6 s before it."""
+        if rng.random() < self.mix.p_second_snap:
+            return [p, p - int(rng.integers(int(0.2 * self.spec.sample_rate), int(0.6 * self.spec.sample_rate)))]
+        return [p]
+
     def positive(self, rng: np.random.Generator) -> np.ndarray:
         s = self.spec
-        p = int(rng.integers(s.onset_min, s.onset_max + 1))
-        pos = [p]
-        if rng.random() < self.mix.p_second_snap:
-            pos.append(p - int(rng.integers(int(0.2 * s.sample_rate), int(0.6 * s.sample_rate))))
+        pos = self._snap_positions(int(rng.integers(s.onset_min, s.onset_max + 1)), rng)
         return self._finish(self._with_snaps(rng, pos), rng)
 
     def positive_strip(self, rng: np.random.Generator, hop: int) -> tuple[np.ndarray, int]:
@@ -359,9 +362,7 @@ class WindowSampler:
         fire) to its early end. Returns (strip, number of windows); window j starts at j * hop."""
         s = self.spec
         k = (s.onset_max - s.onset_min) // hop + 1
-        pos = [s.onset_max]
-        if rng.random() < self.mix.p_second_snap:
-            pos.append(s.onset_max - int(rng.integers(int(0.2 * s.sample_rate), int(0.6 * s.sample_rate))))
+        pos = self._snap_positions(s.onset_max, rng)
         return self._finish(self._with_snaps(rng, pos, length=s.window_samples + (k - 1) * hop), rng), k
 
     def negative(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:

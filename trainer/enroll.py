@@ -481,11 +481,11 @@ class BatchMaker:
         return aug.random_gain(w, rng, -6.0, 6.0)
 
     def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from trainer import augment as aug
+
         xs, ys = [], []
         for _ in range(self.cfg.batch):
             if self.hard_positives and rng.random() < self.cfg.p_hard_pos:
-                from trainer import augment as aug
-
                 w = self.hard_positives[int(rng.integers(len(self.hard_positives)))]
                 xs.append(aug.random_gain(w, rng, -3.0, 3.0))
                 ys.append(1.0)
@@ -620,6 +620,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
 
     batches = BatchMaker(user_sampler, shipped_sampler, pool, w, hop, cfg, user_recordings=shipped_at)
     batches.hard = list(hard)
+
     def remine(current) -> None:
         more, _ = mine_hard_negatives(make_scorer(current), det_spec, meta.threshold, pool, cfg.near_miss)
         batches.hard = list(dict.fromkeys(batches.hard + more))

@@ -19,7 +19,7 @@ import argparse
 import hashlib
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,15 @@ def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list
 
 
 def polish(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int = DEFAULT_STEPS,
-           seed: int = 0, progress: bool = True, hard_positive_share: float = DEFAULT_HARD_POSITIVES,
-           hard_positive_draws: int | None = None) -> dict:
+           seed: int = 0, progress: bool = True, hard_positive_share: float = DEFAULT_HARD_POSITIVES) -> dict:
     """Fine-tune `net` in place against the pipeline's detections on `pool` (and, with
     `hard_positive_share`, against its own missed snap windows); returns what was done."""
     from trainer import enroll as en
 
     cfg = en.TuneConfig(steps=steps, p_user=0.7, p_hard=0.3, seed=seed, p_hard_pos=hard_positive_share)
-    if hard_positive_draws is not None:
-        cfg = replace(cfg, hard_positive_draws=hard_positive_draws)
     t0 = time.monotonic()
     rng = np.random.default_rng([seed, 11])
-    draws = cfg.hard_positive_draws if hard_positive_share > 0 else 0
+    draws = cfg.hard_positive_draws if cfg.p_hard_pos > 0 else 0
     hard, fired = en.mine_hard_negatives(en.make_scorer(net), det_spec, det_spec.threshold, pool, cfg.near_miss)
     batches = en.BatchMaker(sampler, None, pool, det_spec.window_samples, det_spec.hop_samples, cfg)
     batches.hard = list(hard)
