@@ -167,6 +167,51 @@ def test_enrollment_moves_scores_the_right_way(enrolled):
     assert snap_a - room_a > snap_b - room_b, (snap_b, snap_a, room_b, room_a)
 
 
+def _batchnorm_buffers(path) -> dict:
+    from trainer.export import load_trainable
+
+    net, _ = load_trainable(path)
+    return {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
+
+
+def test_make_scorer_scores_in_eval_mode_and_leaves_batchnorm_alone():
+    """A net fresh from load_trainable is in train mode: scoring it must still use (and keep) the
+    model's BatchNorm statistics, as the listener's TorchScript file does."""
+    import torch
+
+    from trainer.export import load_trainable
+
+    net, _ = load_trainable(default_model_path())
+    assert net.training
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
+    x = np.random.default_rng(0).normal(0, 0.05, (40, 4000)).astype(np.float32)
+    got = en.make_scorer(net)(x)
+    want = load_model(default_model_path()).predict(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
+def test_enrollment_keeps_the_base_batchnorm_statistics_and_reports_the_real_base(enrolled):
+    """Fine-tuning freezes BatchNorm; mining with the base model must not move its statistics
+    either, and the 'before' column is what the shipped file itself does on the held-back clips."""
+    import torch
+
+    from snap_mqtt.detector import WindowSpec as DetSpec
+
+    d, out, result = enrolled
+    base, new = _batchnorm_buffers(default_model_path()), _batchnorm_buffers(out)
+    assert base and all(torch.equal(base[k], new[k]) for k in base)
+    model = load_model(default_model_path())
+    user = en.load_user_dir(d, model.metadata.sample_rate, 0.2)
+
+    def score(wins):
+        return model.predict(torch.from_numpy(np.ascontiguousarray(wins))).numpy()
+
+    ref = en.heldout_figures(score, DetSpec.from_metadata(model.metadata), model.metadata.threshold, user)
+    assert result.before["snaps_found"] == ref["snaps_found"]
+    assert result.before["false_triggers"] == ref["false_triggers"]
+
+
 def test_enroll_never_overwrites(enrolled):
     d, out, _ = enrolled
     before = out.read_bytes()

@@ -250,8 +250,12 @@ def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], ho
 
 
 def make_scorer(net) -> Callable[[np.ndarray], np.ndarray]:
-    """numpy windows [B, W] -> probabilities [B], the net in eval mode, no gradients."""
+    """numpy windows [B, W] -> probabilities [B], no gradients. Puts the net in eval mode: in train
+    mode BatchNorm would score each batch with its own statistics and fold the mined audio into the
+    running ones, which the exported model keeps (a net fresh from `load_trainable` is in train mode)."""
     import torch
+
+    net.eval()
 
     def score(wins: np.ndarray) -> np.ndarray:
         with torch.no_grad():
