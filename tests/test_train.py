@@ -20,7 +20,7 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
 TINY = ["--epochs", "5", "--patience", "6", "--mine-rounds", "1", "--mine-epochs", "2", "--epoch-windows", "512", "--val-windows", "256",
         "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7",
-        "--polish-steps", "30", "--polish-hard-positives", "0.05"]
+        "--polish-steps", "30", "--polish-hard-positives", "0.05", "--polish-soup", "2", "--synthetic-drums", "60"]
 
 # Scores the model in a fresh interpreter that must not import torchaudio: each clip is placed in
 # noise at its own floor and scored over every window position (hop as in the metadata); the clip's score is
@@ -80,11 +80,14 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     run = json.loads((tiny_run / "run.json").read_text())
     assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
     assert run["training"]["background_speeds"] == [0.85, 0.93, 1.08, 1.18]  # the default recipe's
+    assert run["training"]["synthetic_drums_seconds"] == 60
     polish = run["training"]["polish"]  # and the event-level polish over the negatives
     assert polish["negative_seconds"] > 0 and polish["mining_rounds"][0]["windows"] >= 0
     first = polish["mining_rounds"][0]  # nothing to learn only when nothing fired and no snap was missed or late
     assert polish["steps"] in (0, 30) and (polish["steps"] == 0) == (first["windows"] == 0 and first["hard_positives"] == 0)
     assert polish["settings"]["p_hard_pos"] == pytest.approx(0.05) and first["snaps"] > 0
+    # two polishes from the trained weights, seeds 7 and 8, averaged
+    assert [m["seed"] for m in polish["soup"]] == [7, 8] and polish["soup"][0]["mining_rounds"] == polish["mining_rounds"]
     # the manifest records every file with its split
     import pandas as pd
 
@@ -135,7 +138,8 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     src = tiny_run / "model.pt"
     out = tmp_path / "polished.pt"
     rc = snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "20",
-                     "--test-windows", "64", "--threads", "1", "--no-progress", "--hard-positives", "0.1"])
+                     "--test-windows", "64", "--threads", "1", "--no-progress", "--hard-positives", "0.1",
+                     "--soup", "1", "--synthetic-drums", "30"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "false triggers on" in text and "test windows at threshold" in text
@@ -146,7 +150,14 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     assert info["negative_seconds"] > 0 and set(info["test_windows_before"]) == {"precision", "recall", "f1", "auroc"}
     for k in ("precision", "recall", "f1"):
         assert 0.0 <= new.test_metrics[k] <= 1.0
-    assert info["background_speeds"] == [0.85, 0.93, 1.08, 1.18]
+    assert info["background_speeds"] == [0.85, 0.93, 1.08, 1.18] and info["synthetic_drums_seconds"] == 30
+    assert "soup" not in info  # one polish
+    # BatchNorm statistics frozen: mining and fine-tuning leave them as the base had them
+    from trainer.export import load_trainable
+
+    bn_base = {k: v for k, v in load_trainable(src)[0].state_dict().items() if "running_" in k}
+    bn_new = load_trainable(out)[0].state_dict()
+    assert bn_base and all(np.array_equal(v.numpy(), bn_new[k].numpy()) for k, v in bn_base.items())
     # hard positives: each mining round scored fresh training snaps as the detector meets them
     assert info["settings"]["p_hard_pos"] == pytest.approx(0.1) and len(info["mining_rounds"]) == 3
     for r in info["mining_rounds"]:
@@ -156,9 +167,12 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     # polished again: the lineage stays in the metadata
     again = tmp_path / "again.pt"
     assert snap_train(["polish", str(out), "--data", str(FIX), "--out", str(again), "--steps", "5",
-                       "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none"]) == 0
+                       "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none",
+                       "--synthetic-drums", "0", "--soup", "1"]) == 0
     twice = load_model(again).metadata.extra
     assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
+    assert twice["polish"]["synthetic_drums_seconds"] == 0
+    assert twice["polish"]["negative_seconds"] < info["negative_seconds"]  # no speed variants, no drums
     assert twice["polish"]["hard_positive_draws"] == 0 and "missed" not in capsys.readouterr().out
     assert twice["polish"]["base_sha256"] != info["base_sha256"]
     # never over an existing file, never over itself
@@ -220,3 +234,34 @@ def test_batches_draw_hard_positives_as_snaps_at_their_share():
     assert 0.17 < pos.mean() < 0.33  # about a quarter of the batch
     assert np.all(x[pos] > 0.3) and np.all(x[pos] < 0.8)  # the mined window, at a gain of -3..+3 dB
     assert np.all(x[~pos] == 0)
+
+
+def test_polish_soup_is_the_average_of_single_polishes(tiny_run, tmp_path):
+    """--soup 2 --seed 3 gives the element-wise mean of the polishes with seeds 3 and 4 (one thread:
+    each polish is deterministic)."""
+    from trainer.export import load_trainable
+
+    common = ["--data", str(FIX), "--steps", "6", "--test-windows", "32", "--threads", "1", "--no-progress",
+              "--background-speeds", "none", "--synthetic-drums", "20"]
+    src = str(tiny_run / "model.pt")
+    for name, extra in (("a", ["--seed", "3", "--soup", "1"]), ("b", ["--seed", "4", "--soup", "1"]),
+                        ("ab", ["--seed", "3", "--soup", "2"])):
+        assert snap_train(["polish", src, "--out", str(tmp_path / f"{name}.pt"), *common, *extra]) == 0
+    a, b, ab = (load_trainable(tmp_path / f"{n}.pt")[0].state_dict() for n in ("a", "b", "ab"))
+    base = load_trainable(src)[0].state_dict()
+    moved = [k for k in a if a[k].is_floating_point() and not np.allclose(a[k], b[k])]
+    assert moved  # the two seeds polished differently, so the mean is a real test
+    for k in a:
+        if a[k].is_floating_point():
+            np.testing.assert_allclose(ab[k].numpy(), ((a[k] + b[k]) / 2).numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+        else:
+            assert np.array_equal(ab[k].numpy(), base[k].numpy())
+    info = load_model(tmp_path / "ab.pt").metadata.extra["polish"]
+    assert [m["seed"] for m in info["soup"]] == [3, 4]
+
+
+@pytest.mark.parametrize("flag,value", [("--soup", "0"), ("--soup", "17")])
+def test_bad_soup_is_refused_naming_the_flag(tiny_run, tmp_path, capsys, flag, value):
+    out = tmp_path / "p.pt"
+    assert snap_train(["polish", str(tiny_run / "model.pt"), "--data", str(FIX), "--out", str(out), flag, value]) == 2
+    assert flag in capsys.readouterr().err and not out.exists()

@@ -245,6 +245,22 @@ def add_speed_variants(bank: ClipBank, factors: tuple[float, ...], kinds: tuple[
     return round(added / bank.sample_rate)
 
 
+def add_synthetic_drums(bank: ClipBank, seconds: float, seed: int = 0, split: str = "train") -> int:
+    """Add `seconds` of synthetic drum-kit songs (`trainer.percussion`) to a part's backgrounds, as
+    music: the recorded training music has no drums, and drum hits are snap-like. Returns the
+    seconds added. Seeded: the same seed gives the same songs."""
+    from trainer.percussion import synth_tracks
+
+    if seconds <= 0:
+        return 0
+    added = 0
+    for t in synth_tracks(bank.sample_rate, seconds, seed):
+        bank.backgrounds[split].append(t.audio)
+        bank.background_kinds[split].append("music")
+        added += len(t.audio)
+    return round(added / bank.sample_rate)
+
+
 # ---------------------------------------------------------------- window synthesis
 
 

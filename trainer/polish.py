@@ -36,6 +36,10 @@ NEGATIVE_SPLITS = ("train", "val")  # the test part stays unseen
 # test scenes, +6 / +10 on the simulated other hands) at more false gestures, about what a lower
 # threshold gives (model card row 18)
 DEFAULT_HARD_POSITIVES = 0.0
+# polishes from the same start with seeds seed..seed+N-1, weights averaged (a "model soup"): one
+# polish's false triggers vary 2x with its seed; the average of three beat each of its members
+# (model card row 20)
+DEFAULT_SOUP = 3
 
 
 def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list[np.ndarray]:
@@ -46,9 +50,45 @@ def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list
 
 
 def polish(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int = DEFAULT_STEPS,
-           seed: int = 0, progress: bool = True, hard_positive_share: float = DEFAULT_HARD_POSITIVES) -> dict:
+           seed: int = 0, progress: bool = True, hard_positive_share: float = DEFAULT_HARD_POSITIVES,
+           soup: int = 1) -> dict:
     """Fine-tune `net` in place against the pipeline's detections on `pool` (and, with
-    `hard_positive_share`, against its own missed snap windows); returns what was done."""
+    `hard_positive_share`, against its own missed snap windows); returns what was done. With
+    `soup` > 1, that many polishes from the same weights (seeds seed, seed+1, ...) are averaged:
+    they share the start and the frozen BatchNorm statistics, so their mean is a model of the same
+    family, and less at the mercy of one seed's draws."""
+    if soup < 1:
+        raise ValueError(f"soup must be >= 1, got {soup}")
+    if soup == 1:
+        return _polish_once(net, sampler, pool, det_spec, steps, seed, progress, hard_positive_share)
+    t0 = time.monotonic()
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    states, members = [], []
+    for k in range(soup):
+        net.load_state_dict(start)
+        members.append(_polish_once(net, sampler, pool, det_spec, steps, seed + k, progress, hard_positive_share))
+        states.append({n: v.detach().clone() for n, v in net.state_dict().items()})
+    net.load_state_dict(average_states(states))
+    net.eval()
+    # the first member's record, as a single polish reports it, and every member's mining
+    info = dict(members[0])
+    info["soup"] = [{"seed": seed + k, "steps": m["steps"], "mining_rounds": m["mining_rounds"],
+                     "final_loss": m["final_loss"]} for k, m in enumerate(members)]
+    info["seconds"] = round(time.monotonic() - t0, 1)
+    return info
+
+
+def average_states(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts of one architecture (integer buffers, such as
+    BatchNorm's batch count, from the first)."""
+    out = {}
+    for name, first in states[0].items():
+        out[name] = sum(s[name] for s in states) / len(states) if first.is_floating_point() else first.clone()
+    return out
+
+
+def _polish_once(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int, seed: int,
+                 progress: bool, hard_positive_share: float) -> dict:
     from trainer import enroll as en
 
     cfg = en.TuneConfig(steps=steps, p_user=0.7, p_hard=0.3, seed=seed, p_hard_pos=hard_positive_share)
@@ -96,7 +136,7 @@ def det_spec_for(spec: Any, hop: int, threshold: float) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from trainer.train import DEFAULT_DATA, TrainConfig, add_background_speeds_argument
+    from trainer.train import DEFAULT_DATA, TrainConfig, add_background_arguments
 
     parser.add_argument("model", type=Path, help="model file written by snap-train (train or enroll)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default: %(default)s)")
@@ -104,12 +144,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="fine-tuning steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    parser.add_argument("--soup", type=int, default=DEFAULT_SOUP, metavar="N",
+                        help="polish N times from the same model (seeds SEED..SEED+N-1) and average the "
+                             "weights; 1: a single polish (default: %(default)s)")
     parser.add_argument("--hard-positives", type=float, default=DEFAULT_HARD_POSITIVES, metavar="SHARE",
                         help="share of each batch from mined hard positives: windows of training snaps the "
                              "detector would miss or decide late, mined again each round (default: %(default)s)")
     parser.add_argument("--test-windows", type=int, default=TrainConfig.test_windows,
                         help="test windows scored before and after (default: %(default)s)")
-    add_background_speeds_argument(parser)
+    add_background_arguments(parser)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -118,16 +161,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from trainer import report
-    from trainer.data import MixConfig, WindowSampler, add_speed_variants
+    from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import (TrainConfig, _held_out_sampler, background_speeds, make_window_set, prepare_data,
-                               score_windows)
+    from trainer.train import (TrainConfig, _held_out_sampler, background_speeds, extend_backgrounds, make_window_set,
+                               prepare_data, score_windows, synthetic_drums)
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
+    if not 1 <= args.soup <= 16:
+        raise UsageError(f"--soup {args.soup}: expected 1 to 16 polishes")
     if not 0.0 <= args.hard_positives < 1.0:
         raise UsageError("--hard-positives must lie in [0, 1)")
-    speeds = background_speeds(args.background_speeds)
+    background_speeds(args.background_speeds)  # bad flags fail before anything is loaded
+    synthetic_drums(args.synthetic_drums)
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such model file")
     if args.out.exists() and not args.overwrite:
@@ -140,8 +186,7 @@ def run(args: argparse.Namespace) -> int:
     spec = window_spec_of(meta)
     mix = MixConfig()
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
-    if speeds:
-        add_speed_variants(bank, speeds)
+    extended = extend_backgrounds(bank, args)
     # the same test windows as `snap-train train` draws with its default seed
     test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows,
                            TrainConfig().seed + 2)
@@ -150,9 +195,9 @@ def run(args: argparse.Namespace) -> int:
     pool = negative_audio(bank)
     det = det_spec_for(spec, meta.hop_samples, meta.threshold)
     info = polish(net, WindowSampler(bank, "train", spec, mix), pool, det, args.steps, args.seed,
-                  progress=not args.no_progress, hard_positive_share=args.hard_positives)
+                  progress=not args.no_progress, hard_positive_share=args.hard_positives, soup=args.soup)
     after = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
-    info.update(background_speeds=list(speeds), base=args.model.name,
+    info.update(**extended, base=args.model.name,
                 base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")})
@@ -167,9 +212,13 @@ def run(args: argparse.Namespace) -> int:
         path = export_model(net, new_meta, args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
-    rounds = ", ".join(f"{r['false_triggers']} ({r['windows']} windows)" for r in info["mining_rounds"])
-    print(f"false triggers on {info['negative_seconds']:.0f} s of training/validation negatives, per mining round: "
-          f"{rounds}")
+    for m in info.get("soup", [info]):
+        rounds = ", ".join(f"{r['false_triggers']} ({r['windows']} windows)" for r in m["mining_rounds"])
+        who = f"polish with seed {m['seed']}: " if "soup" in info else ""
+        print(f"{who}false triggers on {info['negative_seconds']:.0f} s of training/validation negatives, "
+              f"per mining round: {rounds}")
+    if "soup" in info:
+        print(f"the {len(info['soup'])} polishes averaged into one model")
     if args.hard_positives > 0:
         print("training snaps missed / decided late, per mining round: "
               + ", ".join(f"{r['missed']} / {r['late']} of {r['snaps']}" for r in info["mining_rounds"]))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.cli import UsageError
-from trainer.polish import DEFAULT_HARD_POSITIVES
+from trainer.polish import DEFAULT_HARD_POSITIVES, DEFAULT_SOUP
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +33,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
 # speech and music played faster and slower: more voices and tunes than the data holds (docs/training.md)
 DEFAULT_BACKGROUND_SPEEDS = "0.85,0.93,1.08,1.18"
+# seconds of synthetic drum-kit songs among the training music (trainer.percussion; docs/training.md)
+DEFAULT_SYNTHETIC_DRUMS = 600.0
 
 
 @dataclass
@@ -106,10 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--polish-steps", type=int, default=500,
                         help="last stage: fine-tune against where the listener's pipeline fires on the training and "
                              "validation negatives (trainer/polish.py); 0 skips it (default: %(default)s)")
+    parser.add_argument("--polish-soup", type=int, default=DEFAULT_SOUP, metavar="N",
+                        help="polish N times from the trained weights (seeds SEED..SEED+N-1) and average them; "
+                             "1: a single polish (default: %(default)s)")
     parser.add_argument("--polish-hard-positives", type=float, default=DEFAULT_HARD_POSITIVES, metavar="SHARE",
                         help="share of the polish's batches from training snaps it would miss or decide late; "
                              "0 turns that off (default: %(default)s)")
-    add_background_speeds_argument(parser)
+    add_background_arguments(parser)
     parser.add_argument("--n-mels", type=int, default=None, help="mel bins of the front end (default: 40)")
     parser.add_argument("--channels", type=str, default=None,
                         help="ConvNet channels, comma-separated (default: 8,16,32,64)")
@@ -220,11 +225,35 @@ def fit(net: "SnapNet", train_sampler: "WindowSampler", val: WindowSet, cfg: Tra
 # ---------------------------------------------------------------- the subcommand
 
 
-def add_background_speeds_argument(parser: argparse.ArgumentParser) -> None:
-    """`--background-speeds`, as `train` and `polish` take it."""
+def add_background_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--background-speeds` and `--synthetic-drums`, as `train` and `polish` take them."""
     parser.add_argument("--background-speeds", default=DEFAULT_BACKGROUND_SPEEDS,
                         help="speed factors for extra copies of the training speech and music "
                              "(trainer.data.add_speed_variants), or 'none' (default: %(default)s)")
+    parser.add_argument("--synthetic-drums", type=float, default=DEFAULT_SYNTHETIC_DRUMS, metavar="SECONDS",
+                        help="seconds of synthetic drum-kit songs added to the training music "
+                             "(trainer.percussion; 0: none; default: %(default)s)")
+
+
+def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
+    """Grow the training part's backgrounds as `--background-speeds` and `--synthetic-drums` say;
+    returns what was added (for the model's metadata). Validation and test audio stay as recorded."""
+    from trainer.data import add_speed_variants, add_synthetic_drums
+
+    speeds = background_speeds(args.background_speeds)
+    drums = synthetic_drums(args.synthetic_drums)
+    added = {"background_speeds": list(speeds), "synthetic_drums_seconds": drums}
+    if speeds:
+        print(f"background speeds {speeds}: {add_speed_variants(bank, speeds)} s of speech and music added")
+    if drums:
+        print(f"synthetic drums: {add_synthetic_drums(bank, drums)} s of drum-kit songs added to the music")
+    return added
+
+
+def synthetic_drums(seconds: float) -> float:
+    if not 0 <= seconds <= 36000:
+        raise UsageError(f"--synthetic-drums {seconds}: expected seconds in [0, 36000]")
+    return float(seconds)
 
 
 def background_speeds(text: str) -> tuple[float, ...]:
@@ -282,7 +311,10 @@ def run(args) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     if not 0.0 <= args.polish_hard_positives < 1.0:
         raise UsageError("--polish-hard-positives must lie in [0, 1)")
-    speeds = background_speeds(args.background_speeds)
+    if not 1 <= args.polish_soup <= 16:
+        raise UsageError(f"--polish-soup {args.polish_soup}: expected 1 to 16 polishes")
+    background_speeds(args.background_speeds)  # bad flags fail before anything is loaded
+    synthetic_drums(args.synthetic_drums)
     out, export = _check_paths(args)
     torch.set_num_threads(max(1, cfg.threads))
     t_start = time.perf_counter()
@@ -308,10 +340,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     manifest, bank = prepare_data(args.data, spec, mix, progress=cfg.progress)
     manifest.to_csv(out / "manifest.csv", index=False)
-    if speeds:
-        from trainer.data import add_speed_variants
-
-        print(f"background speeds {speeds}: {add_speed_variants(bank, speeds)} s of speech and music added")
+    extended = extend_backgrounds(bank, args)
     t_loaded = time.perf_counter()
     summary = bank.summary()
     print(f"data: {summary['train']['snap']}/{summary['val']['snap']}/{summary['test']['snap']} snap, "
@@ -364,8 +393,8 @@ def run(args) -> int:
 
         polished = polish(result.net, train_s, negative_audio(bank), det_spec_for(spec, cfg.hop_samples, threshold),
                           args.polish_steps, cfg.seed, progress=cfg.progress,
-                          hard_positive_share=args.polish_hard_positives)
-        print(f"polish: {polished['steps']} steps against the pipeline's false triggers on "
+                          hard_positive_share=args.polish_hard_positives, soup=args.polish_soup)
+        print(f"polish ({len(polished.get('soup', [polished]))} averaged): {polished['steps']} steps against the pipeline's false triggers on "
               f"{polished['negative_seconds']:.0f} s of training/validation negatives "
               f"({' -> '.join(str(r['false_triggers']) for r in polished['mining_rounds'])} per mining round)")
         val_scores = score_windows(result.net, val.x)
@@ -386,7 +415,7 @@ def run(args) -> int:
     data_summary = {"folder": str(args.data), **summary,
                     "split": "trainer.splits.split_of (sha1 of file name): 70/15/15",
                     "windows": {"epoch": cfg.epoch_windows, "val": cfg.val_windows, "test": cfg.test_windows}}
-    training = {"config": asdict(cfg), "mix": asdict(mix), "background_speeds": list(speeds),
+    training = {"config": asdict(cfg), "mix": asdict(mix), **extended,
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run, "fit_seconds": round(result.seconds, 1),
                 "total_seconds": round(t_trained - t_start, 1), "load_seconds": round(t_loaded - t_start, 1),
