@@ -168,7 +168,7 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     again = tmp_path / "again.pt"
     assert snap_train(["polish", str(out), "--data", str(FIX), "--out", str(again), "--steps", "5",
                        "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none",
-                       "--synthetic-drums", "0", "--soup", "1"]) == 0
+                       "--synthetic-drums", "0", "--soup", "1", "--hard-positives", "0"]) == 0
     twice = load_model(again).metadata.extra
     assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
     assert twice["polish"]["synthetic_drums_seconds"] == 0
@@ -242,7 +242,7 @@ def test_polish_soup_is_the_average_of_single_polishes(tiny_run, tmp_path):
     from trainer.export import load_trainable
 
     common = ["--data", str(FIX), "--steps", "6", "--test-windows", "32", "--threads", "1", "--no-progress",
-              "--background-speeds", "none", "--synthetic-drums", "20"]
+              "--background-speeds", "none", "--synthetic-drums", "20", "--hard-positives", "0"]
     src = str(tiny_run / "model.pt")
     for name, extra in (("a", ["--seed", "3", "--soup", "1"]), ("b", ["--seed", "4", "--soup", "1"]),
                         ("ab", ["--seed", "3", "--soup", "2"])):
