@@ -33,11 +33,10 @@ DEFAULT_STEPS = 500
 NEGATIVE_SPLITS = ("train", "val")  # the test part stays unseen
 # share of each batch from mined hard positives (`trainer.enroll.mine_hard_positives`): training snaps
 # the detector would miss or decide late. With the soup below it added recall and decided snaps
-# sooner at the same false triggers (model card rows 18 and 20)
+# sooner at the same false triggers (model card rows 18 and 21)
 DEFAULT_HARD_POSITIVES = 0.1
 # polishes from the same start with seeds seed..seed+N-1, weights averaged (a "model soup"): one
-# polish's false triggers vary 2x with its seed; the average of three beat each of its members
-# (model card row 20)
+# polish's false triggers vary 2x with its seed; averaging three halved them (model card row 21)
 DEFAULT_SOUP = 3
 
 
@@ -219,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
     if "soup" in info:
         print(f"the {len(info['soup'])} polishes averaged into one model")
     if args.hard_positives > 0:
-        print("training snaps missed / decided late, per mining round: "
-              + ", ".join(f"{r['missed']} / {r['late']} of {r['snaps']}" for r in info["mining_rounds"]))
+        for m in info.get("soup", [info]):
+            print("training snaps missed / decided late, per mining round: "
+                  + ", ".join(f"{r['missed']} / {r['late']} of {r['snaps']}" for r in m["mining_rounds"]))
     print(f"test windows at threshold {meta.threshold:.3f}: precision {before['precision']:.4f} -> "
           f"{after['precision']:.4f}, recall {before['recall']:.4f} -> {after['recall']:.4f}, "
           f"F1 {before['f1']:.4f} -> {after['f1']:.4f}")
