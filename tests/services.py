@@ -229,3 +229,11 @@ class SecureBroker(Broker):
     def connections_on(self, port: int) -> int:
         """How many connections the broker accepted on `port` (from its log)."""
         return self.log.count(f" on port {port}.")
+
+    def tls_attempts(self) -> int:
+        """How many clients reached the TLS listener. mosquitto 2.0.11 logs 'New connection ... on
+        port N.' for the first failed handshake only; later ones it logs as 'Client connection
+        from ... failed: ... SSL routines ...' without the port (only TLS gives SSL errors)."""
+        lines = self.log.splitlines()
+        return sum(f" on port {self.tls_port}." in ln or ("Client connection from" in ln and "SSL routines" in ln)
+                   for ln in lines)
