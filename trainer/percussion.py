@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
 
-DEFAULT_SECONDS = 600.0  # about what the speech and music speed variants add
 TRACK_SECONDS = 30.0
 
 
@@ -161,6 +160,10 @@ def synth_track(rate: int, seconds: float, rng: np.random.Generator) -> Track:
     voices = [(v, h) for v, p, h in _VOICES if rng.random() < p] or [("hat", (4, 16))]
     gains = {v: 10 ** (rng.uniform(-12, 0) / 20) for v, _ in voices}
     patterns = {v: _pattern(rng, v, h) for v, h in voices}
+    voice_hit = {"kick": lambda: kick(rate, rng, kit), "snare": lambda: snare(rate, rng, kit),
+                 "hat": lambda: hihat(rate, rng, kit), "open_hat": lambda: hihat(rate, rng, kit, open_=True),
+                 "rim": lambda: rim(rate, rng, kit), "tom": lambda: tom(rate, rng, kit, int(rng.integers(3))),
+                 "shaker": lambda: shaker(rate, rng, kit)}
     bars = int(np.ceil(seconds / (16 * step_s)))
     for bar in range(bars):
         fill = bar % 4 == 3 and rng.random() < 0.5
@@ -171,10 +174,7 @@ def synth_track(rate: int, seconds: float, rng: np.random.Generator) -> Track:
                 i = int(at * rate)
                 if not 0 <= i < n:
                     continue
-                hit = (kick(rate, rng, kit) if v == "kick" else snare(rate, rng, kit) if v == "snare"
-                       else hihat(rate, rng, kit) if v == "hat" else hihat(rate, rng, kit, open_=True) if v == "open_hat"
-                       else rim(rate, rng, kit) if v == "rim" else tom(rate, rng, kit, int(rng.integers(3)))
-                       if v == "tom" else shaker(rate, rng, kit))
+                hit = voice_hit[v]()
                 hit = hit / (np.abs(hit).max() + 1e-9) * gains[v] * rng.uniform(0.5, 1.0)
                 out[i: i + len(hit)] += hit[: len(out) - i]
     # harmony: a bass note per beat or half-bar, plucked chords on some beats
@@ -215,4 +215,4 @@ def synth_tracks(rate: int, seconds: float, seed: int, track_seconds: float = TR
     return [synth_track(rate, track_seconds, rng) for _ in range(n)]
 
 
-__all__ = ["Track", "synth_track", "synth_tracks", "DEFAULT_SECONDS"]
+__all__ = ["Track", "synth_track", "synth_tracks"]

@@ -40,6 +40,12 @@ DEFAULT_HARD_POSITIVES = 0.1
 DEFAULT_SOUP = 3
 
 
+def check_soup(n: int, flag: str) -> None:
+    """A UsageError naming `flag` unless 1 <= n <= 16."""
+    if not 1 <= n <= 16:
+        raise UsageError(f"{flag} {n}: expected 1 to 16 polishes")
+
+
 def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list[np.ndarray]:
     """The parts' backgrounds and their no_snap clips joined end to end, as recordings to mine."""
     from trainer.enroll import shipped_negative_audio
@@ -161,17 +167,15 @@ def run(args: argparse.Namespace) -> int:
     from trainer import report
     from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import (TrainConfig, _held_out_sampler, background_speeds, extend_backgrounds, make_window_set,
-                               prepare_data, score_windows, synthetic_drums)
+    from trainer.train import (TrainConfig, _held_out_sampler, check_background_arguments, extend_backgrounds,
+                               make_window_set, prepare_data, score_windows)
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
-    if not 1 <= args.soup <= 16:
-        raise UsageError(f"--soup {args.soup}: expected 1 to 16 polishes")
+    check_soup(args.soup, "--soup")
     if not 0.0 <= args.hard_positives < 1.0:
         raise UsageError("--hard-positives must lie in [0, 1)")
-    background_speeds(args.background_speeds)  # bad flags fail before anything is loaded
-    synthetic_drums(args.synthetic_drums)
+    check_background_arguments(args)
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such model file")
     if args.out.exists() and not args.overwrite:

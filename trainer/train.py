@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.cli import UsageError
-from trainer.polish import DEFAULT_HARD_POSITIVES, DEFAULT_SOUP
+from trainer.polish import DEFAULT_HARD_POSITIVES, DEFAULT_SOUP, check_soup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -250,6 +250,12 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
     return added
 
 
+def check_background_arguments(args: argparse.Namespace) -> None:
+    """Bad `--background-speeds` / `--synthetic-drums` fail before anything is loaded."""
+    background_speeds(args.background_speeds)
+    synthetic_drums(args.synthetic_drums)
+
+
 def synthetic_drums(seconds: float) -> float:
     if not 0 <= seconds <= 36000:
         raise UsageError(f"--synthetic-drums {seconds}: expected seconds in [0, 36000]")
@@ -311,10 +317,8 @@ def run(args) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be positive")
     if not 0.0 <= args.polish_hard_positives < 1.0:
         raise UsageError("--polish-hard-positives must lie in [0, 1)")
-    if not 1 <= args.polish_soup <= 16:
-        raise UsageError(f"--polish-soup {args.polish_soup}: expected 1 to 16 polishes")
-    background_speeds(args.background_speeds)  # bad flags fail before anything is loaded
-    synthetic_drums(args.synthetic_drums)
+    check_soup(args.polish_soup, "--polish-soup")
+    check_background_arguments(args)
     out, export = _check_paths(args)
     torch.set_num_threads(max(1, cfg.threads))
     t_start = time.perf_counter()
