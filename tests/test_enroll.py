@@ -139,6 +139,9 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["threshold"] == pytest.approx(meta.threshold)
     assert 0 < meta.threshold < 1
     assert e["base_threshold"] == pytest.approx(base.metadata.threshold)
+    # the base's follow threshold (`snap-train tune`) carries over while it stays below the new threshold
+    bf = base.metadata.follow_threshold
+    assert meta.follow_threshold == (bf if bf is not None and bf < meta.threshold else None)
     assert set(e["before"]) >= {"snaps_found", "false_triggers", "threshold"}
     assert e["shipped_data"]["train_snap"] > 0  # the fixtures stood in for the shipped data
     # the shipped negatives were mined too (so that the new snaps do not unlearn their false triggers)

@@ -211,12 +211,16 @@ def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
 
 
 def test_evaluate_with_a_follow_threshold(scenes: Path, tmp_path: Path, capsys):
-    base = ["evaluate", "--scenes", str(scenes), "--sweep", "0.9", "--baselines", "none"]
-    assert cli.main([*base, "--out", str(tmp_path / "a")]) == 0
+    base = ["evaluate", "--scenes", str(scenes), "--sweep", "0.9", "--baselines", "none", "--threshold", "0.9"]
+    # a follow threshold equal to the threshold is one threshold
+    assert cli.main([*base, "--out", str(tmp_path / "a"), "--follow-threshold", "0.9"]) == 0
     assert cli.main([*base, "--out", str(tmp_path / "b"), "--follow-threshold", "0.3"]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "m")]) == 0
     one = json.loads((tmp_path / "a" / "evaluation.json").read_text())["detectors"]["ours"]
     two = json.loads((tmp_path / "b" / "evaluation.json").read_text())["detectors"]["ours"]
-    assert one["follow_threshold"] is None and two["follow_threshold"] == 0.3
+    own = json.loads((tmp_path / "m" / "evaluation.json").read_text())["detectors"]["ours"]
+    assert one["follow_threshold"] == 0.9 and two["follow_threshold"] == 0.3
+    assert own["follow_threshold"] == load_model(default_model_path()).metadata.follow_threshold  # the model's own
     # the lower bar adds snaps next to sure ones, never takes one away
     assert two["snaps"]["tp"] + two["snaps"]["fp"] >= one["snaps"]["tp"] + one["snaps"]["fp"]
     assert two["snaps"]["tp"] >= one["snaps"]["tp"]

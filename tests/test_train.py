@@ -164,11 +164,20 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
         assert r["snaps"] == info["hard_positive_draws"] > 0 and 0 <= r["missed"] + r["late"] <= r["snaps"]
         assert r["missed"] * 2 <= r["hard_positives"] <= 3 * r["missed"] + 3 * r["late"]
     assert "training snaps missed / decided late" in text
-    # polished again: the lineage stays in the metadata
+    # polished again (a copy given a follow threshold, as `snap-train tune` writes one): the lineage
+    # and the follow threshold stay in the metadata
+    import dataclasses
+
+    from snap_mqtt.model_file import save_model
+
+    m = load_model(out)
+    follow = round(m.metadata.threshold / 2, 4)
+    save_model(m.module, dataclasses.replace(m.metadata, follow_threshold=follow), tmp_path / "tuned.pt")
     again = tmp_path / "again.pt"
-    assert snap_train(["polish", str(out), "--data", str(FIX), "--out", str(again), "--steps", "5",
+    assert snap_train(["polish", str(tmp_path / "tuned.pt"), "--data", str(FIX), "--out", str(again), "--steps", "5",
                        "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none",
                        "--synthetic-drums", "0", "--soup", "1", "--hard-positives", "0"]) == 0
+    assert load_model(again).metadata.follow_threshold == pytest.approx(follow)
     twice = load_model(again).metadata.extra
     assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
     assert twice["polish"]["synthetic_drums_seconds"] == 0

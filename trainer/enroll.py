@@ -18,7 +18,8 @@ Steps:
 4. calibrate the threshold: the value that keeps false triggers on the room audio (held-back and
    trained-on) within the target rate and finds the most held-back snaps, in the middle of that
    range;
-5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata, and
+5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata and
+   the base's follow threshold (`snap-train tune`; dropped if not below the new threshold), and
    print a before/after table measured with the SnapPipeline on the held-back clips.
 """
 
@@ -679,7 +680,8 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     new_meta = build_metadata(net.cfg, spec, hop, cal.threshold, data=meta.data, test_metrics=meta.test_metrics,
                               enrollment=enrollment,
                               extra={"base_extra": {k: v for k, v in meta.extra.items()
-                                                    if k not in ("model_config", "window_spec")}})
+                                                    if k not in ("model_config", "window_spec")}},
+                              follow_threshold=meta.follow_threshold)
     export_model(net, new_meta, out, overwrite=overwrite)
     return EnrollResult(out, cal.threshold, before, after, shipped_before, shipped_after, seconds, enrollment)
 

@@ -16,15 +16,20 @@ from trainer.model import ExportedSnapNet, ModelConfig, SnapNet
 
 def build_metadata(cfg: ModelConfig, spec: WindowSpec, hop_samples: int, threshold: float,
                    data: dict[str, Any] | None = None, test_metrics: dict[str, Any] | None = None,
-                   enrollment: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> ModelMetadata:
+                   enrollment: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                   follow_threshold: float | None = None) -> ModelMetadata:
+    """`follow_threshold` (`snap-train tune`) is kept only below the threshold: at or above it a
+    second bar would change nothing."""
     from trainer import __version__
 
     ext = {"model_config": cfg.to_dict(),
            "window_spec": {"margin_early": spec.margin_early, "margin_late": spec.margin_late}}
     ext.update(extra or {})
+    threshold = float(min(max(threshold, 0.01), 0.99))
+    follow = float(follow_threshold) if follow_threshold is not None and 0 < follow_threshold < threshold else None
     return ModelMetadata(
         sample_rate=cfg.sample_rate, window_samples=cfg.window_samples, hop_samples=int(hop_samples),
-        threshold=float(min(max(threshold, 0.01), 0.99)), trainer_version=__version__,
+        threshold=threshold, follow_threshold=follow, trainer_version=__version__,
         onset_min_samples=spec.onset_min, onset_max_samples=spec.onset_max,
         architecture=cfg.describe(), data=data or {}, test_metrics=test_metrics or {},
         enrollment=enrollment, extra=ext)

@@ -8,7 +8,8 @@ clips joined end to end and their backgrounds, never the test part or the evalua
 and trains against every window where it fires, near misses at 0.3x the threshold included,
 mining again after each third of the steps: enrollment's fine-tuning (`trainer.enroll`), with the
 training part's own windows in place of a user's. The threshold stays the one the model was
-calibrated with; the test windows are scored again and the metadata records both.
+calibrated with, and so does its follow threshold (`snap-train tune`); the test windows are scored
+again and the metadata records both.
 
 `snap-train train` ends with it (`--polish-steps`, 0 to skip).
 """
@@ -209,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     extra["polish"] = info
     new_meta = build_metadata(net.cfg, spec, meta.hop_samples, meta.threshold, data=meta.data,
                               test_metrics={**after, "val": meta.test_metrics.get("val")}, enrollment=meta.enrollment,
-                              extra=extra)
+                              extra=extra, follow_threshold=meta.follow_threshold)
     try:
         path = export_model(net, new_meta, args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
