@@ -19,7 +19,8 @@ a new gesture must reach `threshold`, where false triggers are decided; a snap w
 (the gesture gap) of the last one only needs `follow_threshold`, and so do up to two earlier snaps
 just before a snap that reaches `threshold` (reported together with it, first). Speech or music
 rarely clears even the lower bar at exactly such a moment, while one missed snap of a double
-or triple gets the count wrong.
+or triple gets the count wrong. Only until the gesture is full (`follow_max_count` snaps, the
+gesture counter's `max_count`): a further snap starts a new gesture, so it must be sure.
 """
 
 from __future__ import annotations
@@ -80,13 +81,14 @@ class Detector:
     `model` is a loaded `SnapModel` (its metadata gives rate, window, hop, threshold and the
     onset region), or any callable scorer `[B, window] -> [B]` together with `spec=WindowSpec(...)`.
     `threshold`, `follow_threshold` and `hop_samples` override the model's. `follow_seconds` is how
-    close to a sure snap the lower threshold applies (the gesture gap; 0 turns it off).
+    close to a sure snap the lower threshold applies (the gesture gap; 0 turns it off), and
+    `follow_max_count` how many snaps such a chain may hold (the gesture's `max_count`).
     `start_sample` offsets the time base (used when a model is swapped mid-stream)."""
 
     def __init__(self, model: Any, threshold: float | None = None, refractory: float = 0.15,
                  hop_samples: int | None = None, *, spec: WindowSpec | None = None, start_sample: int = 0,
                  onset_gate: bool = True, follow_threshold: float | None = None, follow_seconds: float = 0.0,
-                 phase: int = 0):
+                 follow_max_count: int = 3, phase: int = 0):
         if spec is None:
             meta = getattr(model, "metadata", None)
             if meta is None:
@@ -114,6 +116,9 @@ class Detector:
         if follow_seconds < 0:
             raise ValueError(f"follow_seconds must be >= 0, got {follow_seconds}")
         self._follow_samples = int(round(follow_seconds * self.sample_rate))
+        if follow_max_count < 1:
+            raise ValueError(f"follow_max_count must be >= 1, got {follow_max_count}")
+        self._follow_max = int(follow_max_count)
         self._lo = max(0, spec.onset_min_samples)
         self._hi = min(self.window, spec.onset_max_samples + int(round(_PEAK_LEAD_S * self.sample_rate)))
         self._gate = _OnsetGate(self.sample_rate, self.window, self._lo, self._hi) if onset_gate else None
@@ -132,6 +137,8 @@ class Detector:
         self._last_onset: int | None = None  # absolute onset of the last event
         self._run_max = 0.0  # highest probability since the last event within the current run
         self._pending: list[_Candidate] = []  # recent snaps that reached only the follow threshold
+        self._chain = 0  # events in the current gesture as the counter will see it (within the gap, up to full)
+        self._chain_last: int | None = None  # onset of the last event reported
 
     def set_phase(self, phase: int) -> None:
         """Start windows `phase` samples (mod hop) after the origin; only before audio has come in
@@ -237,20 +244,31 @@ class Detector:
             last = self._last_onset
             if last is not None and onset - last < self._refr_samples:
                 continue  # the snap already reported, seen again by a later window
-            follows = last is not None and onset - last < self._follow_samples
+            follows = (last is not None and onset - last < self._follow_samples
+                       and self._chain < self._follow_max)  # a full gesture: the next snap starts one
             if p < self.threshold and not follows:
                 self._note_candidate(onset, p)  # not sure enough alone: kept in case a sure snap follows
                 continue
             end = start + self.window
             for c in ([] if follows else self._take_candidates(onset)):
+                self._count_in_chain(c.onset)
                 events.append(SnapEvent(time=c.onset / self.sample_rate, confidence=c.prob,
                                         detected_at=end / self.sample_rate, timestamp=iso_now()))
+            self._count_in_chain(onset)
             self._last_onset = onset
             events.append(SnapEvent(time=onset / self.sample_rate, confidence=self._run_max,
                                     detected_at=end / self.sample_rate, timestamp=iso_now()))
             self._run_max = 0.0
             self._pending = []
         return events
+
+    def _count_in_chain(self, onset: int) -> None:
+        """Follow the gesture counter: a snap within the gap of the last joins its gesture, unless
+        that one is full (then, as after a longer pause, it starts the next)."""
+        last = self._chain_last
+        joins = last is not None and onset - last < self._follow_samples and self._chain < self._follow_max
+        self._chain = self._chain + 1 if joins else 1
+        self._chain_last = onset
 
     def _note_candidate(self, onset: int, p: float) -> None:
         if self._follow_samples <= 0:
@@ -268,7 +286,7 @@ class Detector:
         taken: list[_Candidate] = []
         nxt = onset
         for c in reversed([c for c in self._pending if onset - c.onset >= self._refr_samples]):  # not this snap
-            if self._refr_samples <= nxt - c.onset < self._follow_samples:
+            if self._refr_samples <= nxt - c.onset < self._follow_samples and len(taken) < self._follow_max - 1:
                 taken.insert(0, c)
                 nxt = c.onset
             else:

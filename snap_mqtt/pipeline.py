@@ -75,7 +75,7 @@ class SnapPipeline:
         p = self.params
         return Detector(model, threshold=p.threshold, refractory=p.refractory, hop_samples=p.hop_samples,
                         spec=spec, start_sample=start_sample, onset_gate=p.onset_gate,
-                        follow_threshold=p.follow_threshold, follow_seconds=p.gap)
+                        follow_threshold=p.follow_threshold, follow_seconds=p.gap, follow_max_count=p.max_count)
 
     # -- properties ---------------------------------------------------------------------------------
     @property

@@ -395,3 +395,30 @@ def test_the_window_phase_shifts_every_window_and_is_set_only_on_a_fresh_detecto
     det.reset()
     det.set_phase(HOP + 7)  # taken modulo the hop
     assert det.phase == 7
+
+
+def test_follow_threshold_stops_when_the_gesture_is_full():
+    # a sure snap, then four weaker ones 0.3 s apart (a clatter): only two may join it, as the
+    # gesture counter closes a triple at once and the next snap would start a gesture by itself
+    wins = [40, 55, 70, 85, 100]
+    x = clicks_in(wins, 4.0)
+    probs = {40 * HOP: 0.97, **{w * HOP: 0.6 for w in wins[1:]}}
+
+    def fired(max_count, probs=probs):
+        return _fired_windows(Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5,
+                                       follow_seconds=0.6, follow_max_count=max_count, spec=SPEC).push(x))
+
+    assert fired(3) == [40 * HOP, 55 * HOP, 70 * HOP]
+    assert fired(2) == [40 * HOP, 55 * HOP]
+    # a sure snap after the full gesture starts the next one, and weaker ones may join that
+    sure4 = {**probs, 85 * HOP: 0.95}
+    assert fired(3, sure4) == [40 * HOP, 55 * HOP, 70 * HOP, 85 * HOP, 100 * HOP]
+    # weaker snaps before a sure one: at most max_count - 1 of them are taken
+    y = clicks_in([40, 55, 70], 3.0)
+    before = {40 * HOP: 0.6, 55 * HOP: 0.6, 70 * HOP: 0.95}
+    got = Detector(TableScorer(y, before), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6,
+                   follow_max_count=2, spec=SPEC).push(y)
+    assert _fired_windows(got) == [70 * HOP, 70 * HOP]  # both reported with the sure snap
+    assert got[0].time == pytest.approx((55 * HOP + 3300) / RATE, abs=0.001)  # the nearer one only
+    with pytest.raises(ValueError, match="follow_max_count"):
+        Detector(TableScorer(y, before), follow_max_count=0, spec=SPEC)

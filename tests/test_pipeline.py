@@ -242,6 +242,18 @@ def test_a_double_whose_first_snap_was_unsure_is_counted_as_a_double_with_the_fo
     assert SnapPipeline(TableScorer(x, probs, phase=ph), s, input_rate=RATE, spec=SPEC).detector.follow_threshold == 0.5
 
 
+def test_weaker_snaps_after_a_full_gesture_do_not_start_another():
+    hop, at = SPEC.hop_samples, 3300
+    ph = (-SPEC.window_samples) % hop
+    wins = (40, 55, 70, 85, 100)  # a sure snap, then four weaker ones 0.3 s apart
+    x = scene([(k * hop + ph + at) / RATE for k in wins], 6.0)
+    probs = {40 * hop + ph: 0.95, **{k * hop + ph: 0.7 for k in wins[1:]}}
+    p = SnapPipeline(TableScorer(x, probs, phase=ph), DetectionParams(threshold=0.9, follow_threshold=0.5),
+                     input_rate=RATE, spec=SPEC)
+    ev = p.process(x) + p.flush()
+    assert [g.count for g in ev if isinstance(g, GestureEvent)] == [3]  # not a triple and then a single
+
+
 # -- the real model on the demo recording, as a 44.1 kHz stereo device would deliver it -----------------
 
 def test_default_model_pipeline_on_the_demo_scene_at_44k1_stereo():
