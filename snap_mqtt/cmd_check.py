@@ -49,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_model(settings.resolved_model_path())
         m = model.metadata
+        threshold = settings.threshold if settings.threshold is not None else m.threshold
+        follow = settings.follow_threshold if settings.follow_threshold is not None else m.follow_threshold
+        second = f"{follow:.2f}" if follow is not None and follow < threshold else "off"
         _line(True, "model", f"{model.path} (trainer {m.trainer_version}, {m.sample_rate} Hz, "
-                             f"window {m.window_samples}, hop {m.hop_samples}, threshold "
-                             f"{settings.threshold if settings.threshold is not None else m.threshold:.2f})")
+                             f"window {m.window_samples}, hop {m.hop_samples}, threshold {threshold:.2f}, "
+                             f"2nd/3rd snap of a gesture {second})")
     except ModelFileError as exc:
         failures += 1
         _line(False, "model", str(exc))

@@ -16,11 +16,12 @@ so an event is out about 40-60 ms after the snap starts, and two snaps 250 ms ap
 
 Two thresholds (`follow_threshold` below `threshold`, both off when equal): a snap that would start
 a new gesture must reach `threshold`, where false triggers are decided; a snap within `follow_seconds`
-(the gesture gap) of the last one only needs `follow_threshold`, and so do up to two earlier snaps
-just before a snap that reaches `threshold` (reported together with it, first). Speech or music
-rarely clears even the lower bar at exactly such a moment, while one missed snap of a double
-or triple gets the count wrong. Only until the gesture is full (`follow_max_count` snaps, the
-gesture counter's `max_count`): a further snap starts a new gesture, so it must be sure.
+(the gesture gap) of the last one only needs `follow_threshold`: one missed snap of a double or
+triple gets the count wrong, while speech or clatter rarely clears even the lower bar at exactly
+such a moment. Only until the gesture is full (`follow_max_count` snaps, the gesture counter's
+`max_count`): a further snap starts a new gesture, so it must be sure. A weak snap *before* a sure
+one is never reported: anything in the half second before a snap (a key, a cup) would add to its
+count.
 """
 
 from __future__ import annotations
@@ -65,14 +66,6 @@ class WindowSpec:
         follow = getattr(meta, "follow_threshold", None)
         return cls(int(meta.sample_rate), int(meta.window_samples), int(meta.hop_samples),
                    float(meta.threshold), lo, hi, None if follow is None else float(follow))
-
-
-@dataclass
-class _Candidate:
-    """A snap the lower threshold saw but the higher one did not (yet): it fires only next to a sure one."""
-
-    onset: int  # absolute sample
-    prob: float
 
 
 class Detector:
@@ -136,9 +129,7 @@ class Detector:
         self._next_window = self._origin + self.phase  # absolute start of the next window to score
         self._last_onset: int | None = None  # absolute onset of the last event
         self._run_max = 0.0  # highest probability since the last event within the current run
-        self._pending: list[_Candidate] = []  # recent snaps that reached only the follow threshold
         self._chain = 0  # events in the current gesture as the counter will see it (within the gap, up to full)
-        self._chain_last: int | None = None  # onset of the last event reported
 
     def set_phase(self, phase: int) -> None:
         """Start windows `phase` samples (mod hop) after the origin; only before audio has come in
@@ -244,54 +235,17 @@ class Detector:
             last = self._last_onset
             if last is not None and onset - last < self._refr_samples:
                 continue  # the snap already reported, seen again by a later window
-            follows = (last is not None and onset - last < self._follow_samples
-                       and self._chain < self._follow_max)  # a full gesture: the next snap starts one
-            if p < self.threshold and not follows:
-                self._note_candidate(onset, p)  # not sure enough alone: kept in case a sure snap follows
-                continue
-            end = start + self.window
-            for c in ([] if follows else self._take_candidates(onset)):
-                self._count_in_chain(c.onset)
-                events.append(SnapEvent(time=c.onset / self.sample_rate, confidence=c.prob,
-                                        detected_at=end / self.sample_rate, timestamp=iso_now()))
-            self._count_in_chain(onset)
+            # within the gap of the last event, and its gesture not yet full (the counter closes a
+            # full one at once: the next snap would start a gesture, so it must be sure)
+            joins = last is not None and onset - last < self._follow_samples and self._chain < self._follow_max
+            if p < self.threshold and not joins:
+                continue  # not sure enough to start a gesture
+            self._chain = self._chain + 1 if joins else 1
             self._last_onset = onset
             events.append(SnapEvent(time=onset / self.sample_rate, confidence=self._run_max,
-                                    detected_at=end / self.sample_rate, timestamp=iso_now()))
+                                    detected_at=(start + self.window) / self.sample_rate, timestamp=iso_now()))
             self._run_max = 0.0
-            self._pending = []
         return events
-
-    def _count_in_chain(self, onset: int) -> None:
-        """Follow the gesture counter: a snap within the gap of the last joins its gesture, unless
-        that one is full (then, as after a longer pause, it starts the next)."""
-        last = self._chain_last
-        joins = last is not None and onset - last < self._follow_samples and self._chain < self._follow_max
-        self._chain = self._chain + 1 if joins else 1
-        self._chain_last = onset
-
-    def _note_candidate(self, onset: int, p: float) -> None:
-        if self._follow_samples <= 0:
-            return
-        if self._pending and onset - self._pending[-1].onset < self._refr_samples:
-            self._pending[-1].prob = max(self._pending[-1].prob, p)  # the same snap, seen again
-            return
-        # only the last two can still join a gesture with a sure snap to come
-        self._pending = [c for c in self._pending[-1:] if onset - c.onset < self._follow_samples]
-        self._pending.append(_Candidate(onset, p))
-
-    def _take_candidates(self, onset: int) -> list[_Candidate]:
-        """The pending snaps that chain to a sure snap at `onset`, each within the gesture gap of
-        the next: they belong to its gesture (a double or triple whose first snaps were unsure)."""
-        taken: list[_Candidate] = []
-        nxt = onset
-        for c in reversed([c for c in self._pending if onset - c.onset >= self._refr_samples]):  # not this snap
-            if self._refr_samples <= nxt - c.onset < self._follow_samples and len(taken) < self._follow_max - 1:
-                taken.insert(0, c)
-                nxt = c.onset
-            else:
-                break
-        return taken
 
     def _localise(self, window: np.ndarray) -> int | None:
         """Onset of the snap within the window's positive region, in samples from its start; None

@@ -98,6 +98,8 @@ def test_check_connects_with_password_over_tls(broker, tiny_model, short_input, 
     line = _broker_line(r.stdout)
     assert line.startswith("[ok]") and "TLS" in line, r.stdout + r.stderr
     assert r.returncode == 0, r.stdout + r.stderr
+    model_line = next(ln for ln in r.stdout.splitlines() if ln.startswith("[ok] model"))
+    assert "2nd/3rd snap of a gesture off" in model_line  # the tiny model carries no follow threshold
     assert PASSWORD not in r.stdout + r.stderr
     assert "password" in r.stdout  # it does say that one is set, or shows it masked
 

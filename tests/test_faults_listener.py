@@ -258,6 +258,16 @@ def test_check_reports_wrong_password_without_showing_it(secure_broker, tmp_path
                    "--port", str(secure_broker.port)])
     out = capsys.readouterr().out
     assert "[ok] broker" in out and "right-password" not in out
+    # the shipped model's follow threshold is shown, and a setting overrides it
+    from snap_mqtt.model_file import default_model_path, load_model
+
+    follow = load_model(default_model_path()).metadata.follow_threshold
+    base = ["check", "--input", "demo/demo-scene.flac", "--host", "127.0.0.1", "--port", str(secure_broker.port)]
+    cli.main(base)
+    assert f"2nd/3rd snap of a gesture {follow:.2f})" in capsys.readouterr().out
+    monkeypatch.setenv("SNAP_FOLLOW_THRESHOLD", "0.7")
+    cli.main(base)
+    assert "2nd/3rd snap of a gesture 0.70)" in capsys.readouterr().out
 
 
 def test_tls_with_the_wrong_ca_never_falls_back_to_plaintext(secure_broker, tmp_path, caplog):

@@ -224,20 +224,21 @@ def test_params_from_settings_and_defaults():
     assert SnapPipeline(ideal_scorer(), None, spec=SPEC).params == DetectionParams()
 
 
-def test_a_double_whose_first_snap_was_unsure_is_counted_as_a_double_with_the_follow_threshold():
+def test_a_double_whose_second_snap_was_unsure_is_counted_as_a_double_with_the_follow_threshold():
     hop, at = SPEC.hop_samples, 3300
     ph = (-SPEC.window_samples) % hop  # the pipeline's windows end on whole hops (phase)
-    x = scene([(k * hop + ph + at) / RATE for k in (40, 58, 200)], 6.0)
-    # first snap unsure, second sure; a lone unsure snap far from any sure one
-    probs = {40 * hop + ph: 0.7, 58 * hop + ph: 0.95, 200 * hop + ph: 0.7}
+    x = scene([(k * hop + ph + at) / RATE for k in (40, 58, 200, 300, 318)], 8.0)
+    # a sure snap then an unsure one; a lone unsure snap far from any sure one; an unsure snap
+    # just before a sure one (a cup set down, then a snap: a single)
+    probs = {40 * hop + ph: 0.95, 58 * hop + ph: 0.7, 200 * hop + ph: 0.7, 300 * hop + ph: 0.7, 318 * hop + ph: 0.95}
 
     def gestures(params):
         p = SnapPipeline(TableScorer(x, probs, phase=ph), params, input_rate=RATE, spec=SPEC)
         ev = p.process(x) + p.flush()
         return [g.count for g in ev if isinstance(g, GestureEvent)]
 
-    assert gestures(DetectionParams(threshold=0.9)) == [1]
-    assert gestures(DetectionParams(threshold=0.9, follow_threshold=0.5)) == [2]
+    assert gestures(DetectionParams(threshold=0.9)) == [1, 1]
+    assert gestures(DetectionParams(threshold=0.9, follow_threshold=0.5)) == [2, 1]
     s = Settings.load(cli_overrides={"threshold": 0.9, "follow_threshold": 0.5}, env_file=None)
     assert SnapPipeline(TableScorer(x, probs, phase=ph), s, input_rate=RATE, spec=SPEC).detector.follow_threshold == 0.5
 
