@@ -42,23 +42,23 @@ def main() -> int:
     torch.set_num_threads(1)
     from snap_mqtt.audio_io import read_audio
     from snap_mqtt.model_file import default_model_path, load_model
-    from trainer.evaluate import load_recordings, record_pass, score
+    from trainer.evaluate import load_recordings, record_pass
+    from trainer.tune import replay_point
 
     model = load_model(args.model or default_model_path())
     recs = load_recordings(args.scenes)
     thresholds, follows = floats(args.thresholds), floats(args.follow)
     run = record_pass(model, recs, {i: read_audio(r.file).samples for i, r in enumerate(recs)}, min(thresholds), 0.1)
+    hours = sum(r.seconds for r in recs if r.role == "negative") / 3600
+    per_hour = (lambda n: n / hours) if hours > 0 else (lambda n: float("nan"))
     print(f"{model.path.name} on {args.scenes}")
     print(f"{'threshold':>9} {'follow':>6} {'P':>6} {'R':>6} {'F1':>6} {'exact':>6} {'FS/h':>7} {'FG/h':>7}")
     for t in thresholds:
         for f in sorted({min(f, t) for f in follows} | {t}):
-            res = score(recs, run.replay(t, f))
-            s, g, n = res["snaps"], res["gestures"], res.get("negatives")
-            fs = n["false_snaps"]["per_hour"] if n else float("nan")
-            fg = n["false_gestures"]["per_hour"] if n else float("nan")
-            label = "-" if f >= t else f"{f:.2f}"
-            print(f"{t:9.3f} {label:>6} {s['precision']:6.3f} {s['recall']:6.3f} {s['f1']:6.3f} "
-                  f"{g['exact_count_share']:6.3f} {fs:7.1f} {fg:7.1f}", flush=True)
+            p = replay_point(run, recs, t, None if f >= t else f)
+            label = "-" if p.follow is None else f"{p.follow:.2f}"
+            print(f"{t:9.3f} {label:>6} {p.precision:6.3f} {p.recall:6.3f} {p.f1:6.3f} "
+                  f"{p.exact:6.3f} {per_hour(p.false_snaps):7.1f} {per_hour(p.false_gestures):7.1f}", flush=True)
     return 0
 
 

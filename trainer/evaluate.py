@@ -68,7 +68,11 @@ class Detections:
 def load_recordings(scenes_dir: Path) -> list[Recording]:
     from trainer.scenes import load_index
 
-    index = load_index(scenes_dir)
+    return recordings_of(load_index(scenes_dir), scenes_dir)
+
+
+def recordings_of(index: dict, scenes_dir: Path) -> list[Recording]:
+    """The recordings a scenes index (`trainer.scenes.load_index`) lists, with their truth."""
     recs = []
     for s in index["scenes"]:
         recs.append(Recording(scenes_dir / s["file"], "scene", s["kind"], int(s["sample_rate"]), float(s["seconds"]),

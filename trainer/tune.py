@@ -71,27 +71,28 @@ def check_tuning_scenes(index: dict, where: Path) -> None:
             "chosen on the evaluation scenes would make `snap-train evaluate`'s figures no longer held out)")
 
 
-def follow_points(model: Any, scenes: Path, candidates: list[float]) -> list[FollowPoint]:
-    """One model pass over the scenes, the pipeline replayed at the model's threshold for each
+def replay_point(run: Any, recs: list, threshold: float, follow: float | None) -> FollowPoint:
+    """The pipeline replayed from one model pass (`trainer.evaluate.record_pass`) at `threshold` and
+    follow threshold `follow` (None: one threshold), scored against the recordings' truth."""
+    from trainer.evaluate import score
+
+    res = score(recs, run.replay(threshold, threshold if follow is None else follow))
+    s, g, n = res["snaps"], res["gestures"], res.get("negatives")
+    return FollowPoint(follow, float(s["precision"]), float(s["recall"]), float(s["f1"]),
+                       float(g["exact_count_share"]), int(n["false_gestures"]["events"]) if n else 0,
+                       int(n["false_snaps"]["events"]) if n else 0)
+
+
+def follow_points(model: Any, recs: list, candidates: list[float]) -> list[FollowPoint]:
+    """One model pass over the recordings, the pipeline replayed at the model's threshold for each
     candidate follow threshold below it, and once with none."""
     from snap_mqtt.audio_io import read_audio
-    from trainer.evaluate import load_recordings, record_pass, score
+    from trainer.evaluate import record_pass
 
-    recs = load_recordings(scenes)
-    if not any(r.role == "scene" for r in recs):
-        raise UsageError(f"{scenes}: the scenes index lists no scene")
     threshold = float(model.metadata.threshold)
     run = record_pass(model, recs, {i: read_audio(r.file).samples for i, r in enumerate(recs)}, threshold, 0.1,
                       follow=threshold)
-    points = []
-    for f in [None, *sorted({c for c in candidates if c < threshold})]:
-        res = score(recs, run.replay(threshold, threshold if f is None else f))
-        s, g, n = res["snaps"], res["gestures"], res.get("negatives")
-        points.append(FollowPoint(f, float(s["precision"]), float(s["recall"]), float(s["f1"]),
-                                  float(g["exact_count_share"]),
-                                  int(n["false_gestures"]["events"]) if n else 0,
-                                  int(n["false_snaps"]["events"]) if n else 0))
-    return points
+    return [replay_point(run, recs, threshold, f) for f in [None, *sorted({c for c in candidates if c < threshold})]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from snap_mqtt.model_file import load_model, save_model
+    from trainer.evaluate import recordings_of
     from trainer.scenes import load_index
 
     torch.set_num_threads(1)
@@ -130,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: is the model being tuned; write the copy to another file")
     index = load_index(args.scenes)
     check_tuning_scenes(index, args.scenes)
+    recs = recordings_of(index, args.scenes)
+    if not any(r.role == "scene" for r in recs):
+        raise UsageError(f"{args.scenes}: the scenes index lists no scene")
     model = load_model(args.model)
     t0 = time.monotonic()
-    points = follow_points(model, args.scenes, candidates)
+    points = follow_points(model, recs, candidates)
     best = choose_follow(points)
     meta = model.metadata
     print(f"{args.model.name} on {args.scenes} at its threshold {meta.threshold:.3f}:")
