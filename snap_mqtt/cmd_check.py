@@ -44,16 +44,17 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     from snap_mqtt.model_file import ModelFileError, load_model
+    from snap_mqtt.pipeline import SnapPipeline
 
     model = None
     try:
         model = load_model(settings.resolved_model_path())
         m = model.metadata
-        threshold = settings.threshold if settings.threshold is not None else m.threshold
-        follow = settings.follow_threshold if settings.follow_threshold is not None else m.follow_threshold
-        second = f"{follow:.2f}" if follow is not None and follow < threshold else "off"
+        # the bars as the listener's own detector resolves them (settings over the model's metadata)
+        det = SnapPipeline(model, settings).detector
+        second = f"{det.follow_threshold:.2f}" if det.floor < det.threshold else "off"
         _line(True, "model", f"{model.path} (trainer {m.trainer_version}, {m.sample_rate} Hz, "
-                             f"window {m.window_samples}, hop {m.hop_samples}, threshold {threshold:.2f}, "
+                             f"window {m.window_samples}, hop {m.hop_samples}, threshold {det.threshold:.2f}, "
                              f"2nd/3rd snap of a gesture {second})")
     except ModelFileError as exc:
         failures += 1
