@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train", "train a model on a data folder and export it"),
     "polish": ("trainer.polish", "fine-tune a model against where the listener fires on training negatives"),
     "scenes": ("trainer.scenes", "build evaluation scenes from held-out clips and backgrounds"),
+    "lookalikes": ("trainer.drumkits", "build evaluation recordings of claps, knocks and another hand's snaps "
+                                       "from Hydrogen drum kits"),
     "evaluate": ("trainer.evaluate", "event-level evaluation of a model against scenes and negatives"),
     "enroll": ("trainer.enroll", "fine-tune a model on your own snaps and room"),
     "tune": ("trainer.tune", "choose a model's follow threshold on validation scenes"),

@@ -261,6 +261,22 @@ def add_synthetic_drums(bank: ClipBank, seconds: float, seed: int = 0, split: st
     return round(added / bank.sample_rate)
 
 
+def add_lookalike_kits(bank: ClipBank, seconds: float, kits: Path, seed: int = 0, split: str = "train") -> int:
+    """Add `seconds` of recorded claps, clicks, knocks, clinks and snares from the training drum kits
+    (`trainer.drumkits`; the evaluation kits are never used) to a part's backgrounds. Returns the
+    seconds added."""
+    from trainer.drumkits import training_tracks
+
+    if seconds <= 0:
+        return 0
+    added = 0
+    for x in training_tracks(bank.sample_rate, seconds, list(bank.backgrounds[split]), kits, seed):
+        bank.backgrounds[split].append(x)
+        bank.background_kinds[split].append("lookalikes")
+        added += len(x)
+    return round(added / bank.sample_rate)
+
+
 # ---------------------------------------------------------------- window synthesis
 
 

@@ -35,6 +35,7 @@ HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
 DEFAULT_BACKGROUND_SPEEDS = "0.85,0.93,1.08,1.18"
 # seconds of synthetic drum-kit songs among the training music (trainer.percussion; docs/training.md)
 DEFAULT_SYNTHETIC_DRUMS = 600.0
+DEFAULT_LOOKALIKE_KITS = 0.0
 
 
 @dataclass
@@ -233,20 +234,36 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-drums", type=float, default=DEFAULT_SYNTHETIC_DRUMS, metavar="SECONDS",
                         help="seconds of synthetic drum-kit songs added to the training music "
                              "(trainer.percussion; 0: none; default: %(default)s)")
+    parser.add_argument("--lookalike-kits", type=float, default=DEFAULT_LOOKALIKE_KITS, metavar="SECONDS",
+                        help="seconds of recorded claps, clicks and knocks from the training drum kits "
+                             "(trainer.drumkits, Debian's hydrogen-drumkits) added to the training "
+                             "backgrounds (0: none; default: %(default)s)")
+    parser.add_argument("--kits", type=Path, default=None,
+                        help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
 
 
 def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
     """Grow the training part's backgrounds as `--background-speeds` and `--synthetic-drums` say;
     returns what was added (for the model's metadata). Validation and test audio stay as recorded."""
-    from trainer.data import add_speed_variants, add_synthetic_drums
+    from trainer.data import add_lookalike_kits, add_speed_variants, add_synthetic_drums
+    from trainer.drumkits import DEFAULT_ROOT
 
     speeds = background_speeds(args.background_speeds)
     drums = synthetic_drums(args.synthetic_drums)
+    looks = lookalike_kits(args.lookalike_kits)
     added = {"background_speeds": list(speeds), "synthetic_drums_seconds": drums}
     if speeds:
         print(f"background speeds {speeds}: {add_speed_variants(bank, speeds)} s of speech and music added")
     if drums:
         print(f"synthetic drums: {add_synthetic_drums(bank, drums)} s of drum-kit songs added to the music")
+    if looks:
+        kits = args.kits or DEFAULT_ROOT
+        try:
+            n = add_lookalike_kits(bank, looks, kits)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--lookalike-kits: {exc}") from None
+        added["lookalike_kits_seconds"] = n
+        print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
     return added
 
 
@@ -254,11 +271,18 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     """Bad `--background-speeds` / `--synthetic-drums` fail before anything is loaded."""
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
+    lookalike_kits(args.lookalike_kits)
 
 
 def synthetic_drums(seconds: float) -> float:
     if not 0 <= seconds <= 36000:
         raise UsageError(f"--synthetic-drums {seconds}: expected seconds in [0, 36000]")
+    return float(seconds)
+
+
+def lookalike_kits(seconds: float) -> float:
+    if not 0 <= seconds <= 36000:
+        raise UsageError(f"--lookalike-kits {seconds}: expected seconds in [0, 36000]")
     return float(seconds)
 
 
