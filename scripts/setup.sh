@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils; do
+pkgs=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils)
+# the trainer plays recorded claps, clicks and knocks from Hydrogen's drum kits (trainer/drumkits.py;
+# ~140 MB, no dependencies)
+case " $* " in *" train "*) pkgs+=(hydrogen-drumkits) ;; esac
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -120,7 +120,7 @@ def enrolled(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     d = _user_dir(root)
     out = root / "mine.pt"
-    cfg = en.TuneConfig(steps=60, batch=32, seed=0)
+    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60)
     result = en.enroll(d, out, default_model_path(), FIX, cfg, holdout=0.2, shipped_clips=10, progress=False)
     return d, out, result
 
@@ -144,6 +144,8 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert meta.follow_threshold == (bf if bf is not None and bf < meta.threshold else None)
     assert set(e["before"]) >= {"snaps_found", "false_triggers", "threshold"}
     assert e["shipped_data"]["train_snap"] > 0  # the fixtures stood in for the shipped data
+    # recorded claps and knocks from the training drum kits (scripts/setup.sh train installs them)
+    assert e["shipped_data"]["lookalike_kits_seconds"] == 60
     # the shipped negatives were mined too (so that the new snaps do not unlearn their false triggers)
     assert e["fine_tuning"]["mine_shipped"] is True
     assert e["hard_negatives"]["shipped_negative_seconds"] > 0
@@ -310,3 +312,17 @@ def test_hard_negatives_are_drawn_half_from_the_users_room_however_many_the_ship
     alone = en.BatchMaker(None, None, room, 4000, 320, cfg)  # without shipped data: all the user's
     alone.hard = [(0, 0), (2, 0)]
     assert {alone._pick_hard(rng)[0] for _ in range(50)} == {0, 2}
+
+
+def test_enrollment_without_drum_kits_warns_and_goes_on(tmp_path, caplog):
+    from trainer.data import ClipBank
+
+    bank = ClipBank(sample_rate=16000)
+    bank.backgrounds["train"] = [np.zeros(16000 * 3, dtype=np.float32)]
+    bank.background_kinds["train"] = ["household"]
+    cfg = en.TuneConfig(lookalike_seconds=60, kits=str(tmp_path / "no-kits"))
+    with caplog.at_level("WARNING"):
+        assert en.add_shipped_lookalikes(bank, cfg) == 0
+    assert str(tmp_path / "no-kits") in caplog.text and "without recorded look-alikes" in caplog.text
+    assert len(bank.backgrounds["train"]) == 1  # nothing added
+    assert en.add_shipped_lookalikes(bank, en.TuneConfig(lookalike_seconds=0)) == 0

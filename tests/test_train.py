@@ -20,7 +20,8 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
 TINY = ["--epochs", "5", "--patience", "6", "--mine-rounds", "1", "--mine-epochs", "2", "--epoch-windows", "512", "--val-windows", "256",
         "--test-windows", "256", "--batch-size", "64", "--threads", "1", "--no-progress", "--seed", "7",
-        "--polish-steps", "30", "--polish-hard-positives", "0.05", "--polish-soup", "2", "--synthetic-drums", "60"]
+        "--polish-steps", "30", "--polish-hard-positives", "0.05", "--polish-soup", "2", "--synthetic-drums", "60",
+        "--lookalike-kits", "60"]
 
 # Scores the model in a fresh interpreter that must not import torchaudio: each clip is placed in
 # noise at its own floor and scored over every window position (hop as in the metadata); the clip's score is
@@ -81,6 +82,7 @@ def test_tiny_training_writes_report_and_a_valid_model(tiny_run):
     assert run["training"]["mining"][0]["windows_scored"] > 0  # a mining round over the backgrounds ran
     assert run["training"]["background_speeds"] == [0.85, 0.93, 1.08, 1.18]  # the default recipe's
     assert run["training"]["synthetic_drums_seconds"] == 60
+    assert run["training"]["lookalike_kits_seconds"] == 60  # recorded claps and clicks, training kits only
     polish = run["training"]["polish"]  # and the event-level polish over the negatives
     assert polish["negative_seconds"] > 0 and polish["mining_rounds"][0]["windows"] >= 0
     first = polish["mining_rounds"][0]  # nothing to learn only when nothing fired and no snap was missed or late
@@ -139,7 +141,7 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     out = tmp_path / "polished.pt"
     rc = snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "20",
                      "--test-windows", "64", "--threads", "1", "--no-progress", "--hard-positives", "0.1",
-                     "--soup", "1", "--synthetic-drums", "30"])
+                     "--soup", "1", "--synthetic-drums", "30", "--lookalike-kits", "30"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "false triggers on" in text and "test windows at threshold" in text
@@ -176,12 +178,13 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     again = tmp_path / "again.pt"
     assert snap_train(["polish", str(tmp_path / "tuned.pt"), "--data", str(FIX), "--out", str(again), "--steps", "5",
                        "--test-windows", "32", "--threads", "1", "--no-progress", "--background-speeds", "none",
-                       "--synthetic-drums", "0", "--soup", "1", "--hard-positives", "0"]) == 0
+                       "--synthetic-drums", "0", "--lookalike-kits", "0", "--soup", "1", "--hard-positives", "0"]) == 0
     assert load_model(again).metadata.follow_threshold == pytest.approx(follow)
     twice = load_model(again).metadata.extra
     assert twice["earlier_polishes"] == [info] and twice["polish"]["background_speeds"] == []
-    assert twice["polish"]["synthetic_drums_seconds"] == 0
-    assert twice["polish"]["negative_seconds"] < info["negative_seconds"]  # no speed variants, no drums
+    assert twice["polish"]["synthetic_drums_seconds"] == 0 and "lookalike_kits_seconds" not in twice["polish"]
+    assert info["lookalike_kits_seconds"] == 30  # the first polish played the training kits' claps and clicks
+    assert twice["polish"]["negative_seconds"] < info["negative_seconds"]  # no speed variants, drums, look-alikes
     assert twice["polish"]["hard_positive_draws"] == 0 and "missed" not in capsys.readouterr().out
     assert twice["polish"]["base_sha256"] != info["base_sha256"]
     # never over an existing file, never over itself

@@ -381,6 +381,22 @@ def load_shipped(data: Path, rate: int, n_clips: int, seed: int):
     return load_clip_bank(manifest, data, rate)
 
 
+def add_shipped_lookalikes(bank, cfg: "TuneConfig") -> int:
+    """The training kits' look-alikes into the replayed shipped data (`cfg.lookalike_seconds`);
+    without the kits installed, a warning and none (enrollment still works, less wary of claps)."""
+    from trainer.data import add_lookalike_kits
+    from trainer.drumkits import DEFAULT_ROOT
+
+    if cfg.lookalike_seconds <= 0:
+        return 0
+    kits = Path(cfg.kits) if cfg.kits else DEFAULT_ROOT
+    try:
+        return add_lookalike_kits(bank, cfg.lookalike_seconds, kits, seed=cfg.seed)
+    except FileNotFoundError as exc:
+        log.warning("%s; enrolling without recorded look-alikes (the enrolled model may accept claps)", exc)
+        return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # fine-tuning
 
@@ -442,6 +458,11 @@ class TuneConfig:
     p_hard_pos: float = 0.0
     hard_positive_draws: int = 1500  # snaps scored per mining round for hard positives
     mining_rounds: int = 3  # mining passes: with the base model, then again after each 1/3 of the steps
+    # recorded claps, clicks and knocks from the training drum kits (trainer.drumkits) added to the
+    # replayed shipped negatives: a user's snaps teach the model to accept snaps from a new room and
+    # mic, and without these it learns to accept claps with them (model card)
+    lookalike_seconds: float = 300.0
+    kits: str | None = None  # Hydrogen drum kits folder (None: trainer.drumkits.DEFAULT_ROOT)
     seed: int = 0
 
 
@@ -586,6 +607,9 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         f"{user.room_seconds(rate):.0f} s of room audio + {user.room_seconds(rate, True):.0f} s held back"
         + (f", {len(user.skipped)} files skipped" if user.skipped else ""))
     shipped = load_shipped(data, rate, shipped_clips, cfg.seed) if data is not None else None
+    lookalike_seconds = add_shipped_lookalikes(shipped, cfg) if shipped is not None else 0
+    if lookalike_seconds:
+        say(f"look-alikes: {lookalike_seconds} s of recorded claps, clicks and knocks from the drum kits")
 
     base_score = make_scorer(net)
     # hard negatives: the listener's pipeline with the base model over the user's room audio
@@ -671,7 +695,8 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
                            "shipped_negative_seconds": round(sum(map(len, pool[shipped_at:])) / rate, 1)},
         "shipped_data": None if shipped is None else {
             "path": str(data), "train_snap": len(shipped.snaps["train"]), "train_no_snap": len(shipped.no_snaps["train"]),
-            "train_background_files": len(shipped.backgrounds["train"])},
+            "train_background_files": len(shipped.backgrounds["train"]),
+            "lookalike_kits_seconds": lookalike_seconds},
         "fine_tuning": {**asdict(cfg), "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None},
         "before": before, "after": after,
         "shipped_test_windows": {"before": shipped_before, "after": shipped_after},
@@ -727,6 +752,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shipped training clips per class mixed in (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--lookalike-kits", type=float, default=TuneConfig.lookalike_seconds, metavar="SECONDS",
+                        help="seconds of recorded claps, clicks and knocks (training drum kits, Debian's "
+                             "hydrogen-drumkits) replayed as negatives with the shipped data (0: none; "
+                             "default: %(default)s)")
+    parser.add_argument("--kits", type=Path, default=None,
+                        help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -742,8 +773,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.dir}: no such folder (expected DIR/snap and DIR/no_snap)")
     if args.steps < 1 or args.batch < 2 or not 0 <= args.holdout < 0.9 or args.target_fph < 0:
         raise UsageError("--steps >= 1, --batch >= 2, 0 <= --holdout < 0.9 and --target-fph >= 0, please")
+    if not 0 <= args.lookalike_kits <= 36000:
+        raise UsageError(f"--lookalike-kits {args.lookalike_kits}: expected seconds in [0, 36000]")
     base = args.base or default_model_path()
-    cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                     lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None)
     r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
                shipped_clips=args.shipped_clips, overwrite=args.force)
     print(format_table(r))

@@ -35,7 +35,7 @@ HOP_SAMPLES = 320  # the listener scores a window every 20 ms at 16 kHz
 DEFAULT_BACKGROUND_SPEEDS = "0.85,0.93,1.08,1.18"
 # seconds of synthetic drum-kit songs among the training music (trainer.percussion; docs/training.md)
 DEFAULT_SYNTHETIC_DRUMS = 600.0
-DEFAULT_LOOKALIKE_KITS = 0.0
+DEFAULT_LOOKALIKE_KITS = 1800.0
 
 
 @dataclass
