@@ -19,7 +19,7 @@ from snap_mqtt.onset import find_onset
 from trainer import cli
 from trainer.data import ClipBank, add_lookalike_kits
 from trainer.drumkits import (KIT_LICENCES, LOOKALIKE_KINDS, build_lookalike_set, kind_of, load_hits,
-                              lookalike_track, rooms, training_tracks)
+                              lookalike_track, rooms, training_kit_licences, training_tracks)
 from trainer.simroom import clap
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
@@ -87,6 +87,7 @@ def test_licence_decides_the_split_and_unknown_kits_are_evaluation_only(kits: Pa
     assert sorted(h.kind for h in evaluation) == ["clap", "knock", "snap"]
     assert all(h.audio.dtype == np.float32 and np.abs(h.audio).max() == pytest.approx(1.0) for h in evaluation)
     assert all(KIT_LICENCES[k][1] == "train" for k in {h.kit for h in train})
+    assert training_kit_licences(kits) == {"Audiophob": "CC0-1.0"}  # recorded in a trained model's metadata
     assert not any(h.kind == "snap" for h in load_hits(kits, "eval", SR))  # snaps only when asked for
 
 

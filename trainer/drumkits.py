@@ -98,6 +98,12 @@ def _instruments(kit_dir: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
+def training_kit_licences(root: Path) -> dict[str, str]:
+    """Kit -> licence of the training kits present under `root` (the model's provenance)."""
+    return {p.name: KIT_LICENCES[p.name][0] for p in sorted(root.iterdir())
+            if (p / "drumkit.xml").is_file() and kit_split(p.name) == "train"} if root.is_dir() else {}
+
+
 def kit_split(kit: str) -> str:
     return KIT_LICENCES.get(kit, ("unknown", "eval"))[1]
 

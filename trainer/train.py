@@ -246,7 +246,7 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
     """Grow the training part's backgrounds as `--background-speeds` and `--synthetic-drums` say;
     returns what was added (for the model's metadata). Validation and test audio stay as recorded."""
     from trainer.data import add_lookalike_kits, add_speed_variants, add_synthetic_drums
-    from trainer.drumkits import DEFAULT_ROOT
+    from trainer.drumkits import DEFAULT_ROOT, training_kit_licences
 
     speeds = background_speeds(args.background_speeds)
     drums = synthetic_drums(args.synthetic_drums)
@@ -263,6 +263,7 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         except FileNotFoundError as exc:
             raise UsageError(f"--lookalike-kits: {exc}") from None
         added["lookalike_kits_seconds"] = n
+        added["lookalike_kits"] = training_kit_licences(kits)
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
     return added
 
