@@ -128,7 +128,7 @@ def test_fine_tuning_starts_from_a_model_file(tiny_run, tmp_path):
     out = tmp_path / "tuned"
     rc = snap_train(["train", "--data", str(FIX), "--out", str(out), "--init", str(tiny_run / "model.pt"),
                      "--epochs", "1", "--mine-rounds", "0", "--epoch-windows", "128", "--val-windows", "64", "--test-windows", "64",
-                     "--threads", "1", "--no-progress"])
+                     "--threads", "1", "--no-progress", "--lookalike-kits", "30", "--polish-steps", "0"])
     assert rc == 0
     run = json.loads((out / "run.json").read_text())
     assert run["training"]["init"] == str(tiny_run / "model.pt")
@@ -254,7 +254,8 @@ def test_polish_soup_is_the_average_of_single_polishes(tiny_run, tmp_path):
     from trainer.export import load_trainable
 
     common = ["--data", str(FIX), "--steps", "6", "--test-windows", "32", "--threads", "1", "--no-progress",
-              "--background-speeds", "none", "--synthetic-drums", "20", "--hard-positives", "0"]
+              "--background-speeds", "none", "--synthetic-drums", "20", "--lookalike-kits", "20",
+              "--hard-positives", "0"]
     src = str(tiny_run / "model.pt")
     for name, extra in (("a", ["--seed", "3", "--soup", "1"]), ("b", ["--seed", "4", "--soup", "1"]),
                         ("ab", ["--seed", "3", "--soup", "2"])):
