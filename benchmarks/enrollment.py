@@ -6,8 +6,9 @@ after `snap-train enroll` on 50 of that person's snaps and about a minute of tha
 For each seed: `trainer.simroom` builds the person (enrollment folder + evaluation scenes and
 negatives from the same simulated room); the base model and the enrolled model are run through the
 listener's SnapPipeline on those scenes (`trainer.evaluate`), and on the shipped data's own test
-scenes (`snap-train scenes`, built once), to check the enrolled model forgot nothing. Enrollment
-wall time is measured with one torch thread. Prints a table and writes <work>/enrollment.json.
+scenes (`snap-train scenes`, built once), to check the enrolled model forgot nothing; with
+`--lookalikes DIR` (`snap-train lookalikes`) also on recorded claps, knocks and clicks and a real
+other hand's snaps. Enrollment wall time is measured with one torch thread. Prints a table and writes <work>/enrollment.json.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--room-seconds", type=float, default=60.0)
     ap.add_argument("--shipped-scenes", type=Path, default=None,
                     help="scenes built by `snap-train scenes` from the shipped data (default: build into WORK)")
+    ap.add_argument("--lookalikes", type=Path, default=None,
+                    help="also evaluate on a `snap-train lookalikes` folder (recorded claps, another hand)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a fine-tuning setting (trainer.enroll.TuneConfig), e.g. --set p_hard=0.2")
@@ -88,6 +91,8 @@ def main() -> int:
         sc.build(args.data, shipped, seed=0)
     results = {"base": str(base), "tune": {**dataclasses.asdict(en.TuneConfig()), **overrides}, "persons": {}}
     results["shipped_base"] = figures(base, shipped)
+    if args.lookalikes:
+        results["lookalikes_base"] = figures(base, args.lookalikes)
     for seed in (int(s) for s in args.seeds.split(",")):
         d = args.work / f"person-{seed}"
         if not (d / "person.json").exists():
@@ -107,6 +112,8 @@ def main() -> int:
             # the same model at the base model's threshold: forgetting, apart from the threshold move
             "shipped_after_base_threshold": figures(out, shipped, float(r.enrollment["base_threshold"])),
         }
+        if args.lookalikes:
+            results["persons"][seed]["lookalikes_after"] = figures(out, args.lookalikes)
     (args.work / "enrollment.json").write_text(json.dumps(results, indent=1, default=float))
 
     def row(name: str, f: dict) -> str:
@@ -125,6 +132,12 @@ def main() -> int:
         print(f"  enrollment wall time {p['enroll_seconds']} s (1 torch thread); "
               f"negatives {p['room_after']['negative_hours']:.3f} h, false gestures by kind "
               f"{p['room_after']['by_kind_false_gestures']}")
+    if args.lookalikes:
+        print("\nrecorded look-alikes (false gestures by kind) and the other hand's snaps (recall):")
+        looks = [("base", results["lookalikes_base"])] + [
+            (f"enrolled {seed}", p["lookalikes_after"]) for seed, p in results["persons"].items()]
+        for name, f in looks:
+            print(f"  {name:<12} {f['by_kind_false_gestures']}  other hand: recall {f['recall']:.3f}")
     print(f"\nwritten: {args.work / 'enrollment.json'}")
     return 0
 
