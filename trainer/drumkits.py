@@ -189,7 +189,7 @@ def lookalike_track(hits: list[Hit], bed: np.ndarray, rate: int, rooms_: list, r
         room = rooms_[int(rng.integers(len(rooms_)))]
         level = rng.uniform(*snr_db)
         at_s = t
-        for r in range(reps):
+        for _ in range(reps):
             if at_s > seconds - 0.3:
                 break
             wet, o = _wet(hit, room, rng, (0.92, 1.08))  # another hand, another stick
