@@ -226,7 +226,7 @@ def other_hand_scene(snaps: list[Hit], bed: np.ndarray, rate: int, rooms_: list,
                      params) -> tuple[np.ndarray, list[dict], list[dict]]:
     """A scene (`trainer.scenes` timing and SNR definition) whose snaps are the kits' finger snaps:
     another hand and microphone than any in our data."""
-    from trainer.scenes import BG_FLOOR_DB, BG_POWER_S, HEADROOM, SNAP_POWER_S, gesture_times
+    from trainer.scenes import add_at_snr, gesture_times, gesture_truth
 
     mix = np.asarray(bed, dtype=np.float64).copy()
     room = rooms_[int(rng.integers(len(rooms_)))]  # one person snapping in one room per scene
@@ -237,21 +237,11 @@ def other_hand_scene(snaps: list[Hit], bed: np.ndarray, rate: int, rooms_: list,
         for t in times:
             wet, o = _wet(snaps[int(rng.integers(len(snaps)))], room, rng, (0.97, 1.03))
             pos = int(round(t * rate))
-            start = pos - o
-            a, b = max(0, start), min(len(mix), start + len(wet))
-            p_snap = np.mean(np.square(wet[o:o + int(SNAP_POWER_S * rate)], dtype=np.float64))
-            w = int(BG_POWER_S * rate)
-            p_bg = max(np.mean(np.square(bed[max(0, pos - w):pos + w], dtype=np.float64)), 10 ** (BG_FLOOR_DB / 10))
-            gain = np.sqrt(p_bg * 10 ** (float(np.clip(want + rng.uniform(-2, 2), params.snr_min_db,
-                                                        params.snr_max_db)) / 10) / max(p_snap, 1e-20))
-            peak = float(np.max(np.abs(mix[a:b] + gain * wet[a - start:b - start])))
-            if peak > HEADROOM:
-                gain *= HEADROOM / peak
-            mix[a:b] += gain * wet[a - start:b - start]
+            snr_db = float(np.clip(want + rng.uniform(-2, 2), params.snr_min_db, params.snr_max_db))
+            _, snr = add_at_snr(mix, bed, wet, o, pos, snr_db, rate)
             placed.append({"time": round(pos / rate, 6), "clip": "hydrogen:Gimme A Hand 1.0/Finger Snaps",
-                           "snr_db": round(float(10 * np.log10(gain ** 2 * p_snap / p_bg)), 2), "gesture": g})
-        gestures.append({"time": round(round(times[0] * rate) / rate, 6), "count": len(times),
-                         "snaps": [round(round(t * rate) / rate, 6) for t in times]})
+                           "snr_db": round(snr, 2), "gesture": g})
+        gestures.append(gesture_truth(times, rate))
     return mix.astype(np.float32), placed, gestures
 
 

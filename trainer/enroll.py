@@ -766,6 +766,7 @@ def run(args: argparse.Namespace) -> int:
 
     from snap_mqtt.model_file import default_model_path
     from trainer.cli import UsageError
+    from trainer.train import lookalike_kits
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -773,8 +774,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.dir}: no such folder (expected DIR/snap and DIR/no_snap)")
     if args.steps < 1 or args.batch < 2 or not 0 <= args.holdout < 0.9 or args.target_fph < 0:
         raise UsageError("--steps >= 1, --batch >= 2, 0 <= --holdout < 0.9 and --target-fph >= 0, please")
-    if not 0 <= args.lookalike_kits <= 36000:
-        raise UsageError(f"--lookalike-kits {args.lookalike_kits}: expected seconds in [0, 36000]")
+    lookalike_kits(args.lookalike_kits)
     base = args.base or default_model_path()
     cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                      lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None)

@@ -202,6 +202,31 @@ def power_db(x: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20)) if len(x) else -200.0
 
 
+def add_at_snr(mix: np.ndarray, bed: np.ndarray, clip: np.ndarray, onset: int, pos: int, want_db: float,
+               rate: int) -> tuple[float, float]:
+    """Add `clip` into `mix` (in place) with its onset at sample `pos`, at `want_db` local SNR over
+    `bed` (this module's definition), turned down instead of clipping the mix (its SNR is then what
+    it is). The part of the clip outside `mix` is left out. Returns (gain, the SNR it got, dB)."""
+    start = pos - onset
+    a, b = max(0, start), min(len(mix), start + len(clip))
+    part = clip[a - start:b - start]
+    p_snap = np.mean(np.square(clip[onset:onset + int(SNAP_POWER_S * rate)], dtype=np.float64))
+    w = int(BG_POWER_S * rate)
+    p_bg = np.mean(np.square(bed[max(0, pos - w):pos + w], dtype=np.float64))
+    gain = np.sqrt(max(p_bg, 10 ** (BG_FLOOR_DB / 10)) * 10 ** (want_db / 10) / max(p_snap, 1e-20))
+    peak = float(np.max(np.abs(mix[a:b] + gain * part)))
+    if peak > HEADROOM:
+        gain *= HEADROOM / peak
+    mix[a:b] += gain * part
+    return float(gain), float(10 * np.log10(gain ** 2 * p_snap / max(p_bg, 1e-20)))
+
+
+def gesture_truth(times: list[float], rate: int) -> dict:
+    """A gesture's ground truth: its first snap's time, its count and every snap's time, on samples."""
+    return {"time": round(round(times[0] * rate) / rate, 6), "count": len(times),
+            "snaps": [round(round(t * rate) / rate, 6) for t in times]}
+
+
 def gesture_times(rng: np.random.Generator, p: SceneParams) -> list[list[float]]:
     """Onset times of each gesture in a scene: counts 1-3 at random, snaps 0.25-0.5 s apart,
     gestures at least 3 s apart, all inside [lead_in, seconds - tail]."""
@@ -272,26 +297,14 @@ def build_scene(index: int, inputs: Inputs, kind: str, rate: int, params: SceneP
     mix = bed.copy()
     scene = Scene(file=f"scenes/scene-{index:03d}-{rate}-{kind}.flac", sample_rate=rate,
                   seconds=len(bed) / rate, kind=kind, backgrounds=used)
-    floor = 10 ** (BG_FLOOR_DB / 10)
     for g, times in enumerate(gesture_times(rng, params)):
         for t in times:
             clip_meta = inputs.snaps[clip_order.pop(0)] if clip_order else inputs.snaps[int(rng.integers(len(inputs.snaps)))]
             clip = faded(cache.get(clip_meta.path, rate), rate)
             o = int(round(clip_meta.onset_s * rate))
             pos = int(round(t * rate))
-            start = pos - o
-            seg = slice(start, start + len(clip))
-            p_snap = np.mean(np.square(clip[o:o + int(SNAP_POWER_S * rate)], dtype=np.float64))
-            w = int(BG_POWER_S * rate)
-            p_bg = np.mean(np.square(bed[max(0, pos - w):pos + w], dtype=np.float64))
             want = float(rng.uniform(params.snr_min_db, params.snr_max_db))
-            gain = np.sqrt(max(p_bg, floor) * 10 ** (want / 10) / max(p_snap, 1e-20))
-            # never clip: turn the snap down instead (its SNR is then what it is, and recorded)
-            peak = float(np.max(np.abs(mix[seg] + gain * clip)))
-            if peak > HEADROOM:
-                gain *= HEADROOM / peak
-            mix[seg] += gain * clip
-            snr = 10 * np.log10(gain ** 2 * p_snap / max(p_bg, 1e-20))
+            gain, snr = add_at_snr(mix, bed, clip, o, pos, want, rate)
             # re-found in the mix (a slice with 50 ms of lead-in for the high-pass to settle)
             a = max(0, pos - int(0.08 * rate))
             check = find_onset(mix[a:pos + int(0.06 * rate)], rate, start=pos - int(0.03 * rate) - a)
@@ -299,8 +312,7 @@ def build_scene(index: int, inputs: Inputs, kind: str, rate: int, params: SceneP
                 time=round(pos / rate, 6), clip=clip_meta.name, snr_db=round(float(snr), 2),
                 gain_db=round(float(20 * np.log10(gain)), 2), gesture=g,
                 onset_check_ms=None if check is None else round((a + check.index - pos) / rate * 1000, 2)))
-        scene.gestures.append({"time": round(round(times[0] * rate) / rate, 6), "count": len(times),
-                               "snaps": [round(round(t * rate) / rate, 6) for t in times]})
+        scene.gestures.append(gesture_truth(times, rate))
     return scene, mix
 
 

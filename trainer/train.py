@@ -275,16 +275,20 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     lookalike_kits(args.lookalike_kits)
 
 
-def synthetic_drums(seconds: float) -> float:
+def _seconds(flag: str, seconds: float) -> float:
+    """Seconds of added training audio for `flag`; a UsageError naming the flag when out of range."""
     if not 0 <= seconds <= 36000:
-        raise UsageError(f"--synthetic-drums {seconds}: expected seconds in [0, 36000]")
+        raise UsageError(f"{flag} {seconds}: expected seconds in [0, 36000]")
     return float(seconds)
+
+
+def synthetic_drums(seconds: float) -> float:
+    return _seconds("--synthetic-drums", seconds)
 
 
 def lookalike_kits(seconds: float) -> float:
-    if not 0 <= seconds <= 36000:
-        raise UsageError(f"--lookalike-kits {seconds}: expected seconds in [0, 36000]")
-    return float(seconds)
+    """`--lookalike-kits` (train, polish, enroll)."""
+    return _seconds("--lookalike-kits", seconds)
 
 
 def background_speeds(text: str) -> tuple[float, ...]:
