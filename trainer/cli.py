@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenes": ("trainer.scenes", "build evaluation scenes from held-out clips and backgrounds"),
     "lookalikes": ("trainer.drumkits", "build evaluation recordings of claps, knocks and another hand's snaps "
                                        "from Hydrogen drum kits"),
+    "music": ("trainer.music", "build evaluation recordings of hours of real music (Debian's game-music packages)"),
     "evaluate": ("trainer.evaluate", "event-level evaluation of a model against scenes and negatives"),
     "enroll": ("trainer.enroll", "fine-tune a model on your own snaps and room"),
     "tune": ("trainer.tune", "choose a model's follow threshold on validation scenes"),

@@ -277,6 +277,23 @@ def add_lookalike_kits(bank: ClipBank, seconds: float, kits: Path, seed: int = 0
     return round(added / bank.sample_rate)
 
 
+def add_music_packages(bank: ClipBank, seconds: float, root: Path = Path("/"), seed: int = 0,
+                       split: str = "train") -> int:
+    """Add `seconds` of real music from the training music packages (`trainer.music`; the
+    evaluation packages are never used), played in simulated rooms, to a part's backgrounds as
+    music. Returns the seconds added."""
+    from trainer.music import training_tracks
+
+    if seconds <= 0:
+        return 0
+    added = 0
+    for x in training_tracks(bank.sample_rate, seconds, root, seed):
+        bank.backgrounds[split].append(x)
+        bank.background_kinds[split].append("music")
+        added += len(x)
+    return round(added / bank.sample_rate)
+
+
 # ---------------------------------------------------------------- window synthesis
 
 

@@ -36,6 +36,7 @@ DEFAULT_BACKGROUND_SPEEDS = "0.85,0.93,1.08,1.18"
 # seconds of synthetic drum-kit songs among the training music (trainer.percussion; docs/training.md)
 DEFAULT_SYNTHETIC_DRUMS = 600.0
 DEFAULT_LOOKALIKE_KITS = 1800.0
+DEFAULT_MUSIC_PACKAGES = 0.0
 
 
 @dataclass
@@ -240,17 +241,26 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
                              "backgrounds (0: none; default: %(default)s)")
     parser.add_argument("--kits", type=Path, default=None,
                         help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
+    parser.add_argument("--music-packages", type=float, default=DEFAULT_MUSIC_PACKAGES, metavar="SECONDS",
+                        help="seconds of real music from the training music packages (trainer.music: "
+                             "planetblupi-music-ogg, asc-music), played in simulated rooms, added to the "
+                             "training music (0: none; default: %(default)s)")
+    parser.add_argument("--music-root", type=Path, default=Path("/"),
+                        help="where the music packages are installed (default /)")
 
 
 def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
     """Grow the training part's backgrounds as `--background-speeds` and `--synthetic-drums` say;
     returns what was added (for the model's metadata). Validation and test audio stay as recorded."""
     from trainer.data import add_lookalike_kits, add_speed_variants, add_synthetic_drums
+    from trainer.data import add_music_packages
     from trainer.drumkits import DEFAULT_ROOT, training_kit_licences
+    from trainer.music import training_licences
 
     speeds = background_speeds(args.background_speeds)
     drums = synthetic_drums(args.synthetic_drums)
     looks = lookalike_kits(args.lookalike_kits)
+    music = music_packages(args.music_packages)
     added = {"background_speeds": list(speeds), "synthetic_drums_seconds": drums}
     if speeds:
         print(f"background speeds {speeds}: {add_speed_variants(bank, speeds)} s of speech and music added")
@@ -265,6 +275,15 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         added["lookalike_kits_seconds"] = n
         added["lookalike_kits"] = training_kit_licences(kits)
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
+    if music:
+        root = args.music_root
+        try:
+            n = add_music_packages(bank, music, root)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--music-packages: {exc}") from None
+        added["music_packages_seconds"] = n
+        added["music_packages"] = training_licences(root)
+        print(f"music: {n} s of the training music packages' tracks in simulated rooms")
     return added
 
 
@@ -273,6 +292,11 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
+    if music_packages(args.music_packages):
+        from trainer.music import TRAIN_HINT, installed
+
+        if not installed("train", args.music_root):
+            raise UsageError(f"--music-packages: no training music under {args.music_root}: {TRAIN_HINT}")
 
 
 def _seconds(flag: str, seconds: float) -> float:
@@ -289,6 +313,11 @@ def synthetic_drums(seconds: float) -> float:
 def lookalike_kits(seconds: float) -> float:
     """`--lookalike-kits` (train, polish, enroll)."""
     return _seconds("--lookalike-kits", seconds)
+
+
+def music_packages(seconds: float) -> float:
+    """`--music-packages` (train, polish)."""
+    return _seconds("--music-packages", seconds)
 
 
 def background_speeds(text: str) -> tuple[float, ...]:
