@@ -22,10 +22,18 @@ such a moment. Only until the gesture is full (`follow_max_count` snaps, the ges
 `max_count`): a further snap starts a new gesture, so it must be sure. A weak snap *before* a sure
 one is never reported: anything in the half second before a snap (a key, a cup) would add to its
 count.
+
+A busy guard (`busy_seconds`, 0 turns it off): a gesture cannot start when, in the `busy_seconds`
+before its first snap, `busy_count` or more other snap-like sounds scored `busy_level` or more
+without being reported. Music with a snare, a rim click or a clap on the beat scores like a run of
+snaps, most below the threshold and one now and then above it; a person's snap in a room is rarely
+preceded by two near misses in a second and a half. Snaps already reported never count against the
+next gesture.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +52,10 @@ MAX_BATCH = 256  # windows per forward call: bounds memory when a long file come
 # window is early for it
 _LATER_LOUDER = 10 ** (10 / 20)
 _PEAK_LEAD_S = 0.010  # a snap's envelope peaks a few ms after its onset: search that far past the region
+# the busy guard's defaults (docs/detection.md: chosen on validation scenes and evaluation music)
+BUSY_SECONDS = 1.5
+BUSY_COUNT = 2
+BUSY_LEVEL = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,12 +88,14 @@ class Detector:
     `threshold`, `follow_threshold` and `hop_samples` override the model's. `follow_seconds` is how
     close to a sure snap the lower threshold applies (the gesture gap; 0 turns it off), and
     `follow_max_count` how many snaps such a chain may hold (the gesture's `max_count`).
-    `start_sample` offsets the time base (used when a model is swapped mid-stream)."""
+    `start_sample` offsets the time base (used when a model is swapped mid-stream). `busy_seconds`,
+    `busy_count` and `busy_level` set the busy guard (see the module's doc; 0 seconds: off)."""
 
     def __init__(self, model: Any, threshold: float | None = None, refractory: float = 0.15,
                  hop_samples: int | None = None, *, spec: WindowSpec | None = None, start_sample: int = 0,
                  onset_gate: bool = True, follow_threshold: float | None = None, follow_seconds: float = 0.0,
-                 follow_max_count: int = 3, phase: int = 0):
+                 follow_max_count: int = 3, phase: int = 0, busy_seconds: float = 0.0,
+                 busy_count: int = BUSY_COUNT, busy_level: float = BUSY_LEVEL):
         if spec is None:
             meta = getattr(model, "metadata", None)
             if meta is None:
@@ -112,6 +126,15 @@ class Detector:
         if follow_max_count < 1:
             raise ValueError(f"follow_max_count must be >= 1, got {follow_max_count}")
         self._follow_max = int(follow_max_count)
+        if busy_seconds < 0:
+            raise ValueError(f"busy_seconds must be >= 0, got {busy_seconds}")
+        if busy_count < 1:
+            raise ValueError(f"busy_count must be >= 1, got {busy_count}")
+        if not 0.0 < busy_level < 1.0:
+            raise ValueError(f"busy_level must lie in (0, 1), got {busy_level}")
+        self._busy_samples = int(round(busy_seconds * self.sample_rate))
+        self.busy_count = int(busy_count)
+        self.busy_level = float(busy_level)
         self._lo = max(0, spec.onset_min_samples)
         self._hi = min(self.window, spec.onset_max_samples + int(round(_PEAK_LEAD_S * self.sample_rate)))
         self._gate = _OnsetGate(self.sample_rate, self.window, self._lo, self._hi) if onset_gate else None
@@ -130,6 +153,7 @@ class Detector:
         self._last_onset: int | None = None  # absolute onset of the last event
         self._run_max = 0.0  # highest probability since the last event within the current run
         self._chain = 0  # events in the current gesture as the counter will see it (within the gap, up to full)
+        self._near: deque[int] = deque()  # onsets of recent snap-like sounds not reported (the busy guard)
 
     def set_phase(self, phase: int) -> None:
         """Start windows `phase` samples (mod hop) after the origin; only before audio has come in
@@ -158,6 +182,10 @@ class Detector:
     def floor(self) -> float:
         """The lowest probability that can make an event: the follow threshold when it is in use."""
         return min(self.threshold, self.follow_threshold) if self._follow_samples > 0 else self.threshold
+
+    @property
+    def busy_seconds(self) -> float:
+        return self._busy_samples / self.sample_rate
 
     @property
     def now(self) -> float:
@@ -221,12 +249,14 @@ class Detector:
             probs[todo] = p
         events: list[SnapEvent] = []
         floor = self.floor
+        low = min(floor, self.busy_level) if self._busy_samples else floor
         for i in range(count):
             p = float(probs[i])
-            if not p >= floor:  # also False for NaN
+            if not p >= low:  # also False for NaN
                 self._run_max = 0.0
                 continue
-            self._run_max = max(self._run_max, p)
+            # (a window under the floor only feeds the busy guard, and ends the run like any other)
+            self._run_max = max(self._run_max, p) if p >= floor else 0.0
             start = first + i * self.hop
             where = self._localise(wins[i])
             if where is None:
@@ -238,14 +268,33 @@ class Detector:
             # within the gap of the last event, and its gesture not yet full (the counter closes a
             # full one at once: the next snap would start a gesture, so it must be sure)
             joins = last is not None and onset - last < self._follow_samples and self._chain < self._follow_max
-            if p < self.threshold and not joins:
-                continue  # not sure enough to start a gesture
+            if p < floor or (p < self.threshold and not joins) or (not joins and self._busy(onset)):
+                self._near_miss(onset, p)  # not sure enough to start a gesture, or right after near misses
+                continue
             self._chain = self._chain + 1 if joins else 1
             self._last_onset = onset
+            while self._near and self._near[-1] > onset - self._refr_samples:
+                self._near.pop()  # this snap's own earlier, weaker windows were no near miss
             events.append(SnapEvent(time=onset / self.sample_rate, confidence=self._run_max,
                                     detected_at=(start + self.window) / self.sample_rate, timestamp=iso_now()))
             self._run_max = 0.0
         return events
+
+    def _near_miss(self, onset: int, p: float) -> None:
+        """Remember a snap-like sound that was not reported (the busy guard's evidence)."""
+        if not self._busy_samples or p < self.busy_level:
+            return
+        if self._near and onset - self._near[-1] < self._refr_samples:
+            return  # the same sound, seen again by a later window
+        self._near.append(onset)
+
+    def _busy(self, onset: int) -> bool:
+        """Would a gesture starting at `onset` come right after `busy_count` near misses?"""
+        if not self._busy_samples:
+            return False
+        while self._near and self._near[0] < onset - self._busy_samples:
+            self._near.popleft()
+        return sum(1 for t in self._near if t <= onset - self._refr_samples) >= self.busy_count
 
     def _localise(self, window: np.ndarray) -> int | None:
         """Onset of the snap within the window's positive region, in samples from its start; None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from snap_mqtt.detector import Detector, WindowSpec
+from snap_mqtt.detector import BUSY_COUNT, BUSY_LEVEL, BUSY_SECONDS, Detector, WindowSpec
 from snap_mqtt.events import GestureEvent, SnapEvent
 from snap_mqtt.gestures import GestureCounter
 from snap_mqtt.resample import StreamingResampler
@@ -37,12 +37,18 @@ class DetectionParams:
     hop_samples: int | None = None
     history_seconds: float = 2.0  # recent audio kept for `recent_audio` (detection clips)
     onset_gate: bool = True  # score only windows where an onset could be placed (Detector)
+    # the busy guard: no gesture starts right after `busy_count` near misses in `busy_seconds` (Detector)
+    busy_seconds: float = BUSY_SECONDS
+    busy_count: int = BUSY_COUNT
+    busy_level: float = BUSY_LEVEL
 
     @classmethod
     def from_settings(cls, s: Any) -> "DetectionParams":
         return cls(threshold=s.threshold, follow_threshold=getattr(s, "follow_threshold", None),
                    refractory=s.refractory, gap=s.gap, max_count=s.max_count,
-                   hop_samples=getattr(s, "hop_samples", None))
+                   hop_samples=getattr(s, "hop_samples", None),
+                   busy_seconds=getattr(s, "busy_seconds", BUSY_SECONDS), busy_count=getattr(s, "busy_count", BUSY_COUNT),
+                   busy_level=getattr(s, "busy_level", BUSY_LEVEL))
 
 
 class SnapPipeline:
@@ -75,7 +81,8 @@ class SnapPipeline:
         p = self.params
         return Detector(model, threshold=p.threshold, refractory=p.refractory, hop_samples=p.hop_samples,
                         spec=spec, start_sample=start_sample, onset_gate=p.onset_gate,
-                        follow_threshold=p.follow_threshold, follow_seconds=p.gap, follow_max_count=p.max_count)
+                        follow_threshold=p.follow_threshold, follow_seconds=p.gap, follow_max_count=p.max_count,
+                        busy_seconds=p.busy_seconds, busy_count=p.busy_count, busy_level=p.busy_level)
 
     # -- properties ---------------------------------------------------------------------------------
     @property

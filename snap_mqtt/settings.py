@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from snap_mqtt.detector import BUSY_COUNT, BUSY_LEVEL, BUSY_SECONDS
+
 ENV_PREFIX = "SNAP_"
 ENV_NESTED_DELIMITER = "__"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -111,6 +113,11 @@ class Settings(BaseSettings):
                               description="minimum time between two snap onsets, seconds")
     gap: float = Field(0.6, gt=0, le=10.0, description="snaps closer than this form one gesture, seconds")
     max_count: int = Field(3, ge=1, le=10, description="a gesture closes at once when it reaches this many snaps")
+    busy_seconds: float = Field(BUSY_SECONDS, ge=0, le=10.0,
+                                description="busy guard: no gesture starts within this many seconds after busy_count "
+                                "unreported snap-like sounds (music's snares and claps); 0 turns it off")
+    busy_count: int = Field(BUSY_COUNT, ge=1, le=20, description="busy guard: near misses that make it busy")
+    busy_level: float = Field(BUSY_LEVEL, gt=0, lt=1, description="busy guard: the probability a near miss reaches")
     max_event_age: float = Field(5.0, gt=0, le=3600,
                                  description="events older than this are dropped instead of sent late, seconds")
     node_id: str = Field(default_factory=host_slug, min_length=1, max_length=64,

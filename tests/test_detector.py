@@ -408,3 +408,63 @@ def test_follow_threshold_stops_when_the_gesture_is_full():
     assert fired(3, sure4) == [40 * HOP, 55 * HOP, 70 * HOP, 85 * HOP, 100 * HOP]
     with pytest.raises(ValueError, match="follow_max_count"):
         Detector(TableScorer(x, probs), follow_max_count=0, spec=SPEC)
+
+
+# -- the busy guard: no gesture starts right after a run of near misses (music's snares and claps) -----
+
+def _busy(x, probs, **kw) -> Detector:
+    return Detector(TableScorer(x, probs), threshold=0.9, follow_threshold=0.5, follow_seconds=0.6, spec=SPEC,
+                    **{"busy_seconds": 1.5, **kw})
+
+
+def test_busy_guard_keeps_a_sure_snap_after_two_near_misses_from_starting_a_gesture():
+    # a beat every 0.4 s (20 windows): two hits that look a bit like snaps, then one that looks sure
+    x = clicks_in([20, 40, 60, 140], 4.0)
+    probs = {20 * HOP: 0.6, 40 * HOP: 0.7, 60 * HOP: 0.95, 140 * HOP: 0.95}
+    assert _fired_windows(_busy(x, probs, busy_seconds=0).push(x)) == [60 * HOP, 140 * HOP]  # off: fires
+    # on: the sure hit at 60 is the third snap-like sound in 0.8 s, so it starts nothing; the one at
+    # 140 comes 1.6 s after the last near miss it could count (60 itself) and 2.4 s after 40: it fires
+    assert _fired_windows(_busy(x, probs).push(x)) == [140 * HOP]
+    # one near miss is not enough, nor are sounds under busy_level
+    assert _fired_windows(_busy(x, {**probs, 20 * HOP: 0.0}).push(x)) == [60 * HOP, 140 * HOP]
+    assert _fired_windows(_busy(x, {**probs, 20 * HOP: 0.45, 40 * HOP: 0.45}).push(x)) == [60 * HOP, 140 * HOP]
+    assert _fired_windows(_busy(x, {**probs, 20 * HOP: 0.45}, busy_level=0.4).push(x)) == [140 * HOP]
+    assert _fired_windows(_busy(x, {**probs, 20 * HOP: 0.0}, busy_count=1).push(x)) == [140 * HOP]
+
+
+def test_busy_guard_counts_one_sound_once_and_forgets_old_ones():
+    # one near miss seen by two windows (the same onset) is one sound, not two
+    x = clicks_in([20, 60], 3.0)
+    assert _fired_windows(_busy(x, {20 * HOP: 0.6, 21 * HOP: 0.7, 60 * HOP: 0.95}).push(x)) == [60 * HOP]
+    # two near misses more than busy_seconds before the snap are forgotten
+    x = clicks_in([20, 35, 115], 4.0)  # 115 is 1.6 s after 35
+    assert _fired_windows(_busy(x, {20 * HOP: 0.6, 35 * HOP: 0.6, 115 * HOP: 0.95}).push(x)) == [115 * HOP]
+
+
+def test_busy_guard_never_counts_reported_snaps_and_leaves_follows_alone():
+    # a user's double snap (sure, then a weaker one that joins), and a single 1.2 s later: both
+    # gestures are reported, and the weaker second snap still joins the first
+    x = clicks_in([40, 57, 117], 4.0)
+    probs = {39 * HOP: 0.6, 40 * HOP: 0.97, 57 * HOP: 0.6, 117 * HOP: 0.95}  # 39: the first snap's early window
+    assert _fired_windows(_busy(x, probs).push(x)) == [40 * HOP, 57 * HOP, 117 * HOP]
+    # within a gesture the guard does not apply: near misses before a follow do not stop it
+    x = clicks_in([20, 30, 40, 55], 3.0)
+    probs = {20 * HOP: 0.6, 30 * HOP: 0.6, 40 * HOP: 0.97, 55 * HOP: 0.6}
+    assert _fired_windows(_busy(x, probs).push(x)) == []  # 40 is busy: nothing for 55 to join
+    assert _fired_windows(_busy(x, {**probs, 20 * HOP: 0.0}).push(x)) == [40 * HOP, 55 * HOP]
+
+
+@given(st.lists(st.integers(1, 700), min_size=1, max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_busy_guard_events_do_not_depend_on_block_sizes(sizes):
+    x = clicks_in([10, 25, 40, 60, 130, 147], 4.0)
+    probs = {10 * HOP: 0.6, 25 * HOP: 0.7, 40 * HOP: 0.95, 60 * HOP: 0.55, 130 * HOP: 0.97, 147 * HOP: 0.6}
+    whole = _busy(x, probs).push(x)
+    assert _fired_windows(whole) == [130 * HOP, 147 * HOP]
+    assert key(push_in_chunks(_busy(x, probs), x, sizes)) == key(whole)
+
+
+@pytest.mark.parametrize("bad", [{"busy_seconds": -1}, {"busy_count": 0}, {"busy_level": 1.0}, {"busy_level": 0}])
+def test_busy_guard_refuses_bad_parameters(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Detector(ideal_scorer(), spec=SPEC, **bad)

@@ -154,3 +154,17 @@ def test_train_and_polish_reject_bad_music_seconds_and_missing_music(tmp_path: P
     err = capsys.readouterr().err
     assert rc == 2 and "--music-packages" in err and "apt-get install" in err
     assert not (tmp_path / "m.pt").exists()  # checked before anything is loaded or written
+
+
+def test_music_cli_plays_only_the_packages_asked_for(root: Path, tmp_path: Path, capsys):
+    out = tmp_path / "one"
+    assert cli.main(["music", "--data", str(FIX), "--out", str(out), "--root", str(root), "--seconds", "12",
+                     "--scenes", "1", "--packages", "singularity-music"]) == 0
+    index = json.loads((out / "scenes.json").read_text())
+    assert [n["kind"] for n in index["negatives"]] == ["music: singularity-music"]
+    assert [s["kind"] for s in index["scenes"]] == ["music: singularity-music"]
+    # a training package (or a typo) is refused by name, before anything is written
+    rc = cli.main(["music", "--data", str(FIX), "--out", str(tmp_path / "two"), "--root", str(root),
+                   "--packages", "planetblupi-music-ogg"])
+    assert rc == 2 and "planetblupi-music-ogg" in capsys.readouterr().err
+    assert not (tmp_path / "two").exists()

@@ -16,7 +16,7 @@ from snap_mqtt.events import GestureEvent, SnapEvent
 from snap_mqtt.model_file import default_model_path, load_model
 from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 from snap_mqtt.resample import StreamingResampler
-from snap_mqtt.settings import Settings
+from snap_mqtt.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,6 +222,14 @@ def test_params_from_settings_and_defaults():
     p = SnapPipeline(ideal_scorer(), s, input_rate=RATE, spec=SPEC)
     assert (p.counter.gap, p.counter.max_count, p.detector.refractory, p.threshold) == (0.4, 2, 0.2, 0.6)
     assert SnapPipeline(ideal_scorer(), None, spec=SPEC).params == DetectionParams()
+    # the busy guard: on by default in the listener, set from the settings (env, YAML, flags)
+    d = SnapPipeline(ideal_scorer(), None, spec=SPEC).detector
+    assert (d.busy_seconds, d.busy_count, d.busy_level) == (1.5, 2, 0.5)
+    s = Settings.load(cli_overrides={"busy_seconds": 0, "busy_count": 3, "busy_level": 0.7}, env_file=None)
+    d = SnapPipeline(ideal_scorer(), s, spec=SPEC).detector
+    assert (d.busy_seconds, d.busy_count, d.busy_level) == (0.0, 3, 0.7)
+    with pytest.raises(SettingsError, match="busy_level"):
+        Settings.load(cli_overrides={"busy_level": 1.5}, env_file=None)
 
 
 def test_a_double_whose_second_snap_was_unsure_is_counted_as_a_double_with_the_follow_threshold():

@@ -276,13 +276,16 @@ def scores_of(score: Callable, x: np.ndarray, window: int, hop: int) -> np.ndarr
     return np.asarray(score(wins), dtype=np.float32)
 
 
-def detect(score: Callable, det_spec, threshold: float, x: np.ndarray) -> list:
-    """SnapEvents of the listener's SnapPipeline over model-rate audio (gesture events dropped)."""
+def detect(score: Callable, det_spec, threshold: float, x: np.ndarray, busy_seconds: float = 0.0) -> list:
+    """SnapEvents of the listener's SnapPipeline over model-rate audio (gesture events dropped).
+    The busy guard is off by default: mining wants every place the model fires, also those the
+    guard would hide (`busy_seconds=None`: the listener's own setting)."""
     from snap_mqtt.events import SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
-    pipe = SnapPipeline(score, DetectionParams(threshold=threshold), input_rate=det_spec.sample_rate,
-                        spec=det_spec)
+    params = DetectionParams(threshold=threshold) if busy_seconds is None else \
+        DetectionParams(threshold=threshold, busy_seconds=busy_seconds)
+    pipe = SnapPipeline(score, params, input_rate=det_spec.sample_rate, spec=det_spec)
     events = pipe.process(x) + pipe.flush()
     return [e for e in events if isinstance(e, SnapEvent)]
 
@@ -313,12 +316,12 @@ def heldout_figures(score: Callable, det_spec, threshold: float, user: UserClips
     found = 0
     peaks = []
     for s in user.snaps_held:
-        ev = detect(score, det_spec, threshold, s.samples)
+        ev = detect(score, det_spec, threshold, s.samples, busy_seconds=None)
         found += any(abs(e.time - s.onset / rate) <= MATCH_S for e in ev)
         peaks.append(positive_peak(scores_of(score, s.samples, det_spec.window_samples, det_spec.hop_samples),
                                    s.onset, det_spec.window_samples, det_spec.hop_samples,
                                    det_spec.onset_min_samples, det_spec.onset_max_samples))
-    ft = sum(len(detect(score, det_spec, threshold, x)) for x in user.room_held)
+    ft = sum(len(detect(score, det_spec, threshold, x, busy_seconds=None)) for x in user.room_held)
     hours = user.room_seconds(rate, held=True) / 3600
     return {"threshold": round(threshold, 4), "snaps_found": int(found), "snaps": len(user.snaps_held),
             "snap_recall": round(found / len(user.snaps_held), 4) if user.snaps_held else None,

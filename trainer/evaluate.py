@@ -142,14 +142,18 @@ class _Tap:
 
 def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: int,
                  block_seconds: float = 0.1, tap: list | None = None, follow: float | None = None,
-                 phase: int | None = None) -> Detections:
+                 phase: int | None = None, busy: float | None = None) -> Detections:
     """Feed `x` (at `rate`) through a SnapPipeline in blocks; `tap` (a list) receives the
     model-rate audio the pipeline's resampler produced. `phase` overrides the pipeline's window
-    phase (a replay of model-rate audio recorded behind a resampler)."""
+    phase (a replay of model-rate audio recorded behind a resampler). `busy`: the busy guard's
+    seconds (None: the listener's default; 0: off)."""
     from snap_mqtt.events import GestureEvent, SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
-    pipe = SnapPipeline(scorer, DetectionParams(threshold=threshold, follow_threshold=follow), input_rate=rate, spec=spec)
+    params = DetectionParams(threshold=threshold, follow_threshold=follow)
+    if busy is not None:
+        params = DetectionParams(threshold=threshold, follow_threshold=follow, busy_seconds=busy)
+    pipe = SnapPipeline(scorer, params, input_rate=rate, spec=spec)
     if tap is not None:
         pipe.resampler = _Tap(pipe.resampler)
     if phase is not None:
@@ -234,17 +238,18 @@ class ModelPass:
     detections: list[Detections]  # of this run, at its threshold
     wall_seconds: float
     cpu_seconds: float
+    busy: float | None = None  # the busy guard's seconds it ran with (None: the default)
 
     def replay(self, threshold: float, follow: float | None = None) -> list[Detections]:
         """The pipeline at another threshold on the same audio and probabilities (the windows scored
         do not depend on the thresholds), without paying for the network again."""
         return [run_pipeline(ReplayScorer(rec.probs), self.spec, threshold, y, self.spec.sample_rate,
-                             block_seconds=1.0, follow=follow, phase=d.phase)
+                             block_seconds=1.0, follow=follow, phase=d.phase, busy=self.busy)
                 for rec, y, d in zip(self.recorders, self.model_audio, self.detections)]
 
 
 def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float, block_seconds: float,
-                follow: float | None = None, phase: int | None = None) -> ModelPass:
+                follow: float | None = None, phase: int | None = None, busy: float | None = None) -> ModelPass:
     """Run the model's pipeline (resampler and all) over every recording, keeping what a replay needs.
     `phase` overrides where the pipeline's windows start (None: its own alignment)."""
     from snap_mqtt.detector import WindowSpec
@@ -255,15 +260,17 @@ def record_pass(model: Any, recs: list[Recording], audio: dict, threshold: float
     for i, r in enumerate(recs):
         rec = RecordingScorer(model)
         dets.append(run_pipeline(rec, spec, threshold, audio[i], r.sample_rate, block_seconds, tap=model_audio,
-                                 follow=follow, phase=phase))
+                                 follow=follow, phase=phase, busy=busy))
         recorders.append(rec)
-    return ModelPass(spec, recorders, model_audio, dets, time.monotonic() - t0, time.process_time() - c0)
+    return ModelPass(spec, recorders, model_audio, dets, time.monotonic() - t0, time.process_time() - c0, busy)
 
 
 def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: list[float],
-                   operating: float, block_seconds: float, follow: float | None = None) -> dict:
-    """`follow`: the follow threshold (None: the model's; at each swept threshold the lower of the two)."""
-    run = record_pass(model, recs, audio, operating, block_seconds, follow)
+                   operating: float, block_seconds: float, follow: float | None = None,
+                   busy: float | None = None) -> dict:
+    """`follow`: the follow threshold (None: the model's; at each swept threshold the lower of the two).
+    `busy`: the busy guard's seconds (None: the listener's default; 0: off)."""
+    run = record_pass(model, recs, audio, operating, block_seconds, follow, busy=busy)
     spec, recorders, wall, cpu = run.spec, run.recorders, run.wall_seconds, run.cpu_seconds
     audio_s = sum(r.seconds for r in recs)
     log.info("model pass: %.0f s of audio in %.0f s (%.0f s CPU)", audio_s, wall, cpu)
@@ -279,6 +286,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     assert ops is not None
     ops["threshold"] = operating
     ops["follow_threshold"] = follow if follow is not None else spec.follow_threshold
+    ops["busy_seconds"] = busy if busy is not None else _default_busy()
     ops["sweep"] = [p.as_dict() for p in sweep]
     ops["cpu_seconds_per_audio_second"] = cpu / audio_s
     ops["model_cpu_seconds_per_audio_second"] = sum(r.cpu_seconds for r in recorders) / audio_s
@@ -286,6 +294,12 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     bt = best_threshold(sweep, TARGETS["false_gestures_per_hour"])
     ops["best_threshold_within_false_gesture_target"] = bt.as_dict() if bt else None
     return ops
+
+
+def _default_busy() -> float:
+    from snap_mqtt.pipeline import DetectionParams
+
+    return DetectionParams().busy_seconds
 
 
 def evaluate_transient(recs: list[Recording], audio16: dict) -> dict:
@@ -545,6 +559,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the seed baseline's model file (trained into OUT/seed-baseline.pt from --data if absent)")
     parser.add_argument("--data", type=Path, default=None, help="data folder to train the seed baseline on (train part)")
     parser.add_argument("--block-seconds", type=float, default=0.1, help="audio block size fed to the pipeline")
+    parser.add_argument("--busy-seconds", type=float, default=None,
+                        help="the detector's busy guard (docs/detection.md; default: the listener's; 0: off)")
 
 
 def _new_dir(p: Path) -> Path:
@@ -582,6 +598,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold {operating}: must lie in (0, 1)")
     if args.follow_threshold is not None and not 0 < args.follow_threshold < 1:
         raise UsageError(f"--follow-threshold {args.follow_threshold}: must lie in (0, 1)")
+    if args.busy_seconds is not None and not 0 <= args.busy_seconds <= 10:
+        raise UsageError(f"--busy-seconds {args.busy_seconds}: expected seconds in [0, 10]")
     out = _new_dir(args.out or args.scenes / f"eval-{model.path.stem}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -605,7 +623,7 @@ def run(args: argparse.Namespace) -> int:
     }
     log.info("evaluating %s on %d recordings", model.path, len(recs))
     result["detectors"]["ours"] = evaluate_model(model, recs, audio, thresholds, operating, args.block_seconds,
-                                                   args.follow_threshold)
+                                                   args.follow_threshold, args.busy_seconds)
     result["targets"] = check_targets(result["detectors"]["ours"])
     if "transient" in wanted:
         log.info("transient baseline")

@@ -20,7 +20,9 @@ clips over such music at 3-30 dB local SNR (`snap-train scenes`' definitions), s
 answers both "how often does music fire it" and "does it hear a snap over music".
 
     apt-get install -y warzone2100-music wesnoth-1.16-music drascula-music hyperrogue-music \\
-        singularity-music planetblupi-music-ogg asc-music      # ~900 MB, no dependencies
+        singularity-music hedgewars-data                    # evaluation: ~700 MB, 13.4 h, no dependencies
+    apt-get install -y planetblupi-music-ogg asc-music freedroidrpg-data extremetuxracer-data \\
+        lincity-ng-data xmoto-data                          # training: ~490 MB, 4.3 h
 """
 
 from __future__ import annotations
@@ -51,15 +53,20 @@ class MusicPackage:
 PACKAGES: tuple[MusicPackage, ...] = (
     MusicPackage("planetblupi-music-ogg", Path("/usr/share/planetblupi/music"), "GPL-3.0-or-later", "train"),
     MusicPackage("asc-music", Path("/usr/share/games/asc/music"), "GPL-2.0-or-later", "train"),
+    MusicPackage("freedroidrpg-data", Path("/usr/share/freedroidrpg/data/sound/music"), "GPL-2.0-or-later", "train"),
+    MusicPackage("extremetuxracer-data", Path("/usr/share/games/etr/music"), "GPL-2.0-or-later", "train"),
+    MusicPackage("lincity-ng-data", Path("/usr/share/games/lincity-ng/music"), "GPL-2.0-or-later", "train"),
+    MusicPackage("xmoto-data", Path("/usr/share/games/xmoto/Textures/Musics"), "GPL-2.0-or-later", "train"),
     MusicPackage("warzone2100-music", Path("/usr/share/games/warzone2100/music"),
                  "GPL-2.0-or-later and CC-BY-SA-3.0 (Debian's copyright file lists both)", "eval"),
     MusicPackage("wesnoth-1.16-music", Path("/usr/share/games/wesnoth/1.16/data/core/music"), "GPL-2.0", "eval"),
     MusicPackage("drascula-music", Path("/usr/share/scummvm/drascula/audio"), "Drascula-License (freeware)", "eval"),
     MusicPackage("hyperrogue-music", Path("/usr/share/hyperrogue/music"), "CC-BY-SA-3.0 and GPL-2.0-or-later", "eval"),
     MusicPackage("singularity-music", Path("/usr/share/games/singularity/music"), "CC-BY-SA-3.0", "eval"),
+    MusicPackage("hedgewars-data", Path("/usr/share/games/hedgewars/Data/Music"), "GPL-2.0", "eval"),
 )
 
-INSTALL_HINT = "apt-get install -y " + " ".join(p.name for p in PACKAGES)
+INSTALL_HINT = "apt-get install -y " + " ".join(p.name for p in PACKAGES if p.split == "eval")
 EXCERPT_S = (30.0, 90.0)  # one excerpt of one track: long enough to be music, short enough for variety
 LEVEL_DBFS = (-35.0, -18.0)  # a radio or TV in the room, at the mic (RMS); the data's music files: -24..-17 dBFS
 
@@ -154,9 +161,11 @@ def music_scene(bed: np.ndarray, inputs, rate: int, rng: np.random.Generator, ca
 
 
 def build_music_set(data: Path, out: Path, seconds_per_package: float = 1800.0, n_scenes: int = 24,
-                    seed: int = 0, rate: int = 16000, root: Path = Path("/")) -> dict:
+                    seed: int = 0, rate: int = 16000, root: Path = Path("/"),
+                    packages: tuple[str, ...] | None = None) -> dict:
     """Evaluation recordings from the eval packages (never trained on), in `snap-train scenes`'
-    format: negatives/music-<package>.flac, and scenes of our test-split snaps over such music."""
+    format: negatives/music-<package>.flac, and scenes of our test-split snaps over such music.
+    `packages`: only these evaluation packages (None: every one installed)."""
     from snap_mqtt.audio_io import write_audio_atomic
     from trainer import __version__
     from trainer.cli import UsageError
@@ -166,6 +175,12 @@ def build_music_set(data: Path, out: Path, seconds_per_package: float = 1800.0, 
     if (out / INDEX_NAME).exists():
         raise UsageError(f"{out / INDEX_NAME} exists: nothing is overwritten; choose another --out")
     music = installed("eval", root)
+    if packages is not None:
+        known = {p.name for p in PACKAGES if p.split == "eval"}
+        if set(packages) - known:
+            raise UsageError(f"--packages: not an evaluation package: {', '.join(sorted(set(packages) - known))} "
+                             f"(evaluation packages: {', '.join(sorted(known))})")
+        music = {k: v for k, v in music.items() if k in packages}
     if not music:
         raise UsageError(f"no evaluation music under {root} ("
                          + ", ".join(p.name for p in PACKAGES if p.split == "eval") + f"): {INSTALL_HINT}")
@@ -217,6 +232,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds of music from each installed evaluation package (default 1800)")
     parser.add_argument("--scenes", type=int, default=24, help="30 s scenes of snaps over music (default 24)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same recordings (default 0)")
+    parser.add_argument("--packages", default=None,
+                        help="comma list of evaluation packages to play (default: every one installed)")
     parser.add_argument("--root", type=Path, default=Path("/"),
                         help="where the music packages are installed (default /; or a folder that "
                              "`dpkg-deb -x PACKAGE.deb FOLDER` unpacked them into, without root)")
@@ -227,7 +244,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seconds < 10 or args.scenes < 1:
         raise UsageError("--seconds must be >= 10 and --scenes >= 1")
-    index = build_music_set(args.data, args.out, args.seconds, args.scenes, args.seed, root=args.root)
+    packages = tuple(p.strip() for p in args.packages.split(",") if p.strip()) if args.packages else None
+    index = build_music_set(args.data, args.out, args.seconds, args.scenes, args.seed, root=args.root,
+                            packages=packages)
     for n in index["negatives"]:
         print(f"{n['file']}: {n['seconds']:.0f} s from {n['tracks']} tracks")
     hours = sum(n["seconds"] for n in index["negatives"]) / 3600
