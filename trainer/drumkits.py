@@ -22,7 +22,6 @@ over quiet room sound.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -255,7 +254,7 @@ def build_lookalike_set(data: Path, out: Path, kits: Path = DEFAULT_ROOT, seed: 
     from snap_mqtt.audio_io import write_audio_atomic
     from trainer import __version__
     from trainer.cli import UsageError
-    from trainer.scenes import INDEX_NAME, SceneParams, _Cache, collect_inputs, make_bed
+    from trainer.scenes import INDEX_NAME, SceneParams, _Cache, collect_inputs, make_bed, write_index
 
     if (out / INDEX_NAME).exists():
         raise UsageError(f"{out / INDEX_NAME} exists: nothing is overwritten; choose another --out")
@@ -308,10 +307,7 @@ def build_lookalike_set(data: Path, out: Path, kits: Path = DEFAULT_ROOT, seed: 
                             "kit_licences": {k: v[0] for k, v in KIT_LICENCES.items() if v[1] == "eval"},
                             "room_seeds": list(EVAL_ROOM_SEEDS)},
              "scenes": scenes, "negatives": negatives}
-    tmp = out / f".{INDEX_NAME}.part"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(out / INDEX_NAME)
-    return index
+    return write_index(out, index)
 
 
 # ---------------------------------------------------------------------------------------------

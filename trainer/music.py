@@ -28,7 +28,6 @@ answers both "how often does music fire it" and "does it hear a snap over music"
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +169,7 @@ def build_music_set(data: Path, out: Path, seconds_per_package: float = 1800.0, 
     from trainer import __version__
     from trainer.cli import UsageError
     from trainer.drumkits import EVAL_ROOM_SEEDS, rooms
-    from trainer.scenes import INDEX_NAME, SceneParams, _Cache, collect_inputs
+    from trainer.scenes import INDEX_NAME, SceneParams, _Cache, collect_inputs, write_index
 
     if (out / INDEX_NAME).exists():
         raise UsageError(f"{out / INDEX_NAME} exists: nothing is overwritten; choose another --out")
@@ -216,10 +215,7 @@ def build_music_set(data: Path, out: Path, seconds_per_package: float = 1800.0, 
              "music": {"split": "eval", "root": str(root), "packages": {p.name: p.licence for p in PACKAGES if p.name in music},
                        "room_seeds": list(EVAL_ROOM_SEEDS), "level_dbfs": list(LEVEL_DBFS)},
              "scenes": scenes, "negatives": negatives}
-    tmp = out / f".{INDEX_NAME}.part"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(out / INDEX_NAME)
-    return index
+    return write_index(out, index)
 
 
 # ---------------------------------------------------------------------------------------------

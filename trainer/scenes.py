@@ -375,6 +375,11 @@ def build(data: Path, out: Path, seed: int = 0, n_scenes: int = 36,
         "background_files": sorted(b.rel for b in inputs.backgrounds),
         "scenes": scenes, "negatives": negatives,
     }
+    return write_index(out, index)
+
+
+def write_index(out: Path, index: dict) -> dict:
+    """Write out/scenes.json whole or not at all (a reader never sees half an index); returns it."""
     tmp = out / f".{INDEX_NAME}.part"
     tmp.write_text(json.dumps(index, indent=1))
     tmp.replace(out / INDEX_NAME)

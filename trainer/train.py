@@ -268,23 +268,22 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         print(f"synthetic drums: {add_synthetic_drums(bank, drums)} s of drum-kit songs added to the music")
     if looks:
         kits = args.kits or DEFAULT_ROOT
-        try:
-            n = add_lookalike_kits(bank, looks, kits)
-        except FileNotFoundError as exc:
-            raise UsageError(f"--lookalike-kits: {exc}") from None
-        added["lookalike_kits_seconds"] = n
-        added["lookalike_kits"] = training_kit_licences(kits)
+        n = _recorded("--lookalike-kits", add_lookalike_kits, bank, looks, kits)
+        added.update(lookalike_kits_seconds=n, lookalike_kits=training_kit_licences(kits))
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
     if music:
-        root = args.music_root
-        try:
-            n = add_music_packages(bank, music, root)
-        except FileNotFoundError as exc:
-            raise UsageError(f"--music-packages: {exc}") from None
-        added["music_packages_seconds"] = n
-        added["music_packages"] = training_licences(root)
+        n = _recorded("--music-packages", add_music_packages, bank, music, args.music_root)
+        added.update(music_packages_seconds=n, music_packages=training_licences(args.music_root))
         print(f"music: {n} s of the training music packages' tracks in simulated rooms")
     return added
+
+
+def _recorded(flag: str, add: Any, *args: Any) -> int:
+    """Add recordings installed outside the data folder; missing ones are a UsageError naming `flag`."""
+    try:
+        return add(*args)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def check_background_arguments(args: argparse.Namespace) -> None:
