@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from snap_mqtt.audio_io import AudioFileError, read_audio
 from snap_mqtt.onset import find_onset
@@ -87,8 +88,10 @@ def test_music_track_with_no_readable_file_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "pkg" / "x.ogg"
     bad.parent.mkdir()
     bad.write_bytes(b"nothing")
+    jingle = tmp_path / "pkg" / "jingle.flac"  # readable, but half a second: no music to play
+    sf.write(str(jingle), np.zeros(SR // 2, dtype=np.float32) + 0.1, SR)
     with pytest.raises(AudioFileError, match="pkg"):
-        music_track([bad], 10.0, SR, rooms(EVAL_ROOM_SEEDS[:1], SR), np.random.default_rng(0))
+        music_track([bad, jingle], 10.0, SR, rooms(EVAL_ROOM_SEEDS[:1], SR), np.random.default_rng(0))
 
 
 def test_music_cli_builds_a_set_that_evaluate_reads(root: Path, tmp_path: Path):

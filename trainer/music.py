@@ -20,7 +20,7 @@ clips over such music at 3-30 dB local SNR (`snap-train scenes`' definitions), s
 answers both "how often does music fire it" and "does it hear a snap over music".
 
     apt-get install -y warzone2100-music wesnoth-1.16-music drascula-music hyperrogue-music \\
-        singularity-music hedgewars-data                    # evaluation: ~700 MB, 13.4 h, no dependencies
+        singularity-music hedgewars-data                    # evaluation: ~700 MB, 10.0 h, no dependencies
     apt-get install -y planetblupi-music-ogg asc-music freedroidrpg-data extremetuxracer-data \\
         lincity-ng-data xmoto-data                          # training: ~490 MB, 4.3 h
 """
@@ -115,7 +115,8 @@ def music_track(files: list[Path], seconds: float, rate: int, rooms_: list, rng:
     fade = int(XFADE_S * rate)
     while total < n:
         if len(bad) == len(files):
-            raise AudioFileError(f"{files[0].parent}: none of its {len(files)} music files could be read")
+            raise AudioFileError(f"{files[0].parent}: none of its {len(files)} music files could be read "
+                                 "as a track of a second or more")
         f = files[int(rng.integers(len(files)))]
         if f in bad:
             continue
@@ -125,7 +126,8 @@ def music_track(files: list[Path], seconds: float, rate: int, rooms_: list, rng:
             log.warning("skipped: %s", exc)
             bad.add(f)
             continue
-        if len(x) < rate:  # a jingle: too short to matter
+        if len(x) < rate:  # a jingle: too short to matter (and never drawn again)
+            bad.add(f)
             continue
         k = int(rng.integers(len(rooms_)))
         overlap = fade if parts else 0  # each join's crossfade overlaps the parts
