@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("trainer.evaluate", "event-level evaluation of a model against scenes and negatives"),
     "enroll": ("trainer.enroll", "fine-tune a model on your own snaps and room"),
     "tune": ("trainer.tune", "choose a model's follow threshold on validation scenes"),
+    "soup": ("trainer.soup", "average the weights of fine-tunes of one model"),
 }
 
 

@@ -1,0 +1,75 @@
+"""`snap-train soup A B [...] --out FILE`: average the weights of fine-tunes of one model.
+
+Two polishes of the same base that learned different things (one against recorded claps, one also
+against real music) sit in one basin of the loss; the average of their weights often keeps most
+of what each learned and loses less than either (a "model soup", as `snap-train polish --soup`
+does with seeds). The files must share the architecture and window (checked, by name); the
+threshold, follow threshold and the rest of the metadata come from the first file, the sources
+and weights are recorded in `extra.soup`. Choose the follow threshold afterwards with
+`snap-train tune`, and evaluate before using it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+from pathlib import Path
+
+
+def soup(paths: list[Path], weights: list[float] | None = None):
+    """(net, metadata) of the weighted mean of the models in `paths` (weights normalised; default equal)."""
+    from trainer.cli import UsageError
+    from trainer.export import load_trainable
+
+    if len(paths) < 2:
+        raise UsageError("soup: give at least two model files")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths) or any(not w > 0 for w in weights):
+        raise UsageError(f"--weights: one positive weight per model file ({len(paths)}), got {weights}")
+    total = sum(weights)
+    nets = [load_trainable(p) for p in paths]
+    net0, meta0 = nets[0]
+    keys = ("sample_rate", "window_samples", "onset_min_samples", "onset_max_samples", "architecture")
+    states = []
+    for p, (net, meta) in zip(paths, nets):
+        for k in keys:
+            if getattr(meta, k) != getattr(meta0, k):
+                raise UsageError(f"{p}: {k} {getattr(meta, k)!r} differs from {paths[0]}'s {getattr(meta0, k)!r}")
+        if meta.extra.get("model_config") != meta0.extra.get("model_config"):
+            raise UsageError(f"{p}: model_config differs from {paths[0]}'s: not one architecture")
+        states.append(net.state_dict())
+    out = {}
+    for name, first in states[0].items():
+        out[name] = (sum(s[name] * (w / total) for s, w in zip(states, weights)) if first.is_floating_point()
+                     else first.clone())  # integer buffers (BatchNorm's batch count) from the first
+    net0.load_state_dict(out)
+    net0.eval()
+    record = [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(), "weight": w / total}
+              for p, w in zip(paths, weights)]
+    meta = dataclasses.replace(meta0, extra={**meta0.extra, "soup": record})
+    return net0, meta
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", type=Path, nargs="+", help="model files: fine-tunes of one base model")
+    parser.add_argument("--out", type=Path, required=True, help="the averaged model file (never overwritten)")
+    parser.add_argument("--weights", default=None, help="comma list, one weight per model (default: equal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.cli import UsageError
+    from trainer.export import export_model
+
+    if args.out.exists():
+        raise UsageError(f"{args.out}: exists; nothing is overwritten, choose another --out")
+    try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    except ValueError:
+        raise UsageError(f"--weights {args.weights!r}: expected numbers such as 1,1") from None
+    net, meta = soup(list(args.models), weights)
+    export_model(net, meta, args.out)
+    for r in meta.extra["soup"]:
+        print(f"  {r['weight']:.3f} x {r['file']} ({r['sha256'][:8]})")
+    print(f"wrote {args.out}; choose its follow threshold with `snap-train tune {args.out} --scenes VAL --out FILE`")
+    return 0
