@@ -253,12 +253,7 @@ def add_synthetic_drums(bank: ClipBank, seconds: float, seed: int = 0, split: st
 
     if seconds <= 0:
         return 0
-    added = 0
-    for t in synth_tracks(bank.sample_rate, seconds, seed):
-        bank.backgrounds[split].append(t.audio)
-        bank.background_kinds[split].append("music")
-        added += len(t.audio)
-    return round(added / bank.sample_rate)
+    return _add_backgrounds(bank, [t.audio for t in synth_tracks(bank.sample_rate, seconds, seed)], "music", split)
 
 
 def add_lookalike_kits(bank: ClipBank, seconds: float, kits: Path, seed: int = 0, split: str = "train") -> int:
@@ -269,12 +264,8 @@ def add_lookalike_kits(bank: ClipBank, seconds: float, kits: Path, seed: int = 0
 
     if seconds <= 0:
         return 0
-    added = 0
-    for x in training_tracks(bank.sample_rate, seconds, list(bank.backgrounds[split]), kits, seed):
-        bank.backgrounds[split].append(x)
-        bank.background_kinds[split].append("lookalikes")
-        added += len(x)
-    return round(added / bank.sample_rate)
+    tracks = training_tracks(bank.sample_rate, seconds, list(bank.backgrounds[split]), kits, seed)
+    return _add_backgrounds(bank, tracks, "lookalikes", split)
 
 
 def add_music_packages(bank: ClipBank, seconds: float, root: Path = Path("/"), seed: int = 0,
@@ -286,12 +277,15 @@ def add_music_packages(bank: ClipBank, seconds: float, root: Path = Path("/"), s
 
     if seconds <= 0:
         return 0
-    added = 0
-    for x in training_tracks(bank.sample_rate, seconds, root, seed):
+    return _add_backgrounds(bank, training_tracks(bank.sample_rate, seconds, root, seed), "music", split)
+
+
+def _add_backgrounds(bank: ClipBank, tracks: list[np.ndarray], kind: str, split: str) -> int:
+    """Append `tracks` to a part's backgrounds as `kind`; returns the seconds added."""
+    for x in tracks:
         bank.backgrounds[split].append(x)
-        bank.background_kinds[split].append("music")
-        added += len(x)
-    return round(added / bank.sample_rate)
+        bank.background_kinds[split].append(kind)
+    return round(sum(len(x) for x in tracks) / bank.sample_rate)
 
 
 # ---------------------------------------------------------------- window synthesis

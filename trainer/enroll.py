@@ -30,7 +30,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -283,8 +283,9 @@ def detect(score: Callable, det_spec, threshold: float, x: np.ndarray, busy_seco
     from snap_mqtt.events import SnapEvent
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
-    params = DetectionParams(threshold=threshold) if busy_seconds is None else \
-        DetectionParams(threshold=threshold, busy_seconds=busy_seconds)
+    params = DetectionParams(threshold=threshold)
+    if busy_seconds is not None:
+        params = replace(params, busy_seconds=busy_seconds)
     pipe = SnapPipeline(score, params, input_rate=det_spec.sample_rate, spec=det_spec)
     events = pipe.process(x) + pipe.flush()
     return [e for e in events if isinstance(e, SnapEvent)]

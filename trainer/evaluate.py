@@ -19,12 +19,13 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from snap_mqtt.detector import BUSY_SECONDS
 from trainer.metrics import (
     Gesture,
     GestureScore,
@@ -151,9 +152,8 @@ def run_pipeline(scorer: Any, spec: Any, threshold: float, x: np.ndarray, rate: 
     from snap_mqtt.pipeline import DetectionParams, SnapPipeline
 
     params = DetectionParams(threshold=threshold, follow_threshold=follow)
-    if busy is not None:
-        params = DetectionParams(threshold=threshold, follow_threshold=follow, busy_seconds=busy)
-    pipe = SnapPipeline(scorer, params, input_rate=rate, spec=spec)
+    pipe = SnapPipeline(scorer, params if busy is None else replace(params, busy_seconds=busy), input_rate=rate,
+                        spec=spec)
     if tap is not None:
         pipe.resampler = _Tap(pipe.resampler)
     if phase is not None:
@@ -286,7 +286,7 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     assert ops is not None
     ops["threshold"] = operating
     ops["follow_threshold"] = follow if follow is not None else spec.follow_threshold
-    ops["busy_seconds"] = busy if busy is not None else _default_busy()
+    ops["busy_seconds"] = busy if busy is not None else BUSY_SECONDS
     ops["sweep"] = [p.as_dict() for p in sweep]
     ops["cpu_seconds_per_audio_second"] = cpu / audio_s
     ops["model_cpu_seconds_per_audio_second"] = sum(r.cpu_seconds for r in recorders) / audio_s
@@ -294,12 +294,6 @@ def evaluate_model(model: Any, recs: list[Recording], audio: dict, thresholds: l
     bt = best_threshold(sweep, TARGETS["false_gestures_per_hour"])
     ops["best_threshold_within_false_gesture_target"] = bt.as_dict() if bt else None
     return ops
-
-
-def _default_busy() -> float:
-    from snap_mqtt.pipeline import DetectionParams
-
-    return DetectionParams().busy_seconds
 
 
 def evaluate_transient(recs: list[Recording], audio16: dict) -> dict:

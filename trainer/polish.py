@@ -83,12 +83,17 @@ def polish(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps:
     return info
 
 
-def average_states(states: list[dict]) -> dict:
-    """The element-wise mean of state dicts of one architecture (integer buffers, such as
-    BatchNorm's batch count, from the first)."""
+def average_states(states: list[dict], weights: list[float] | None = None) -> dict:
+    """The element-wise (weighted) mean of state dicts of one architecture (integer buffers, such as
+    BatchNorm's batch count, from the first). `weights`: one per state, summing to 1 (default equal)."""
     out = {}
     for name, first in states[0].items():
-        out[name] = sum(s[name] for s in states) / len(states) if first.is_floating_point() else first.clone()
+        if not first.is_floating_point():
+            out[name] = first.clone()
+        elif weights is None:
+            out[name] = sum(s[name] for s in states) / len(states)
+        else:
+            out[name] = sum(s[name] * w for s, w in zip(states, weights))
     return out
 
 

@@ -21,6 +21,7 @@ def soup(paths: list[Path], weights: list[float] | None = None):
     """(net, metadata) of the weighted mean of the models in `paths` (weights normalised; default equal)."""
     from trainer.cli import UsageError
     from trainer.export import load_trainable
+    from trainer.polish import average_states
 
     if len(paths) < 2:
         raise UsageError("soup: give at least two model files")
@@ -39,11 +40,7 @@ def soup(paths: list[Path], weights: list[float] | None = None):
         if meta.extra.get("model_config") != meta0.extra.get("model_config"):
             raise UsageError(f"{p}: model_config differs from {paths[0]}'s: not one architecture")
         states.append(net.state_dict())
-    out = {}
-    for name, first in states[0].items():
-        out[name] = (sum(s[name] * (w / total) for s, w in zip(states, weights)) if first.is_floating_point()
-                     else first.clone())  # integer buffers (BatchNorm's batch count) from the first
-    net0.load_state_dict(out)
+    net0.load_state_dict(average_states(states, [w / total for w in weights]))
     net0.eval()
     record = [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(), "weight": w / total}
               for p, w in zip(paths, weights)]

@@ -243,17 +243,17 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
     parser.add_argument("--music-packages", type=float, default=DEFAULT_MUSIC_PACKAGES, metavar="SECONDS",
                         help="seconds of real music from the training music packages (trainer.music: "
-                             "planetblupi-music-ogg, asc-music), played in simulated rooms, added to the "
+                             "planetblupi, asc, freedroidrpg, ...), played in simulated rooms, added to the "
                              "training music (0: none; default: %(default)s)")
     parser.add_argument("--music-root", type=Path, default=Path("/"),
                         help="where the music packages are installed (default /)")
 
 
 def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
-    """Grow the training part's backgrounds as `--background-speeds` and `--synthetic-drums` say;
+    """Grow the training part's backgrounds as `--background-speeds`, `--synthetic-drums`,
+    `--lookalike-kits` and `--music-packages` say;
     returns what was added (for the model's metadata). Validation and test audio stay as recorded."""
-    from trainer.data import add_lookalike_kits, add_speed_variants, add_synthetic_drums
-    from trainer.data import add_music_packages
+    from trainer.data import add_lookalike_kits, add_music_packages, add_speed_variants, add_synthetic_drums
     from trainer.drumkits import DEFAULT_ROOT, training_kit_licences
     from trainer.music import training_licences
 
@@ -287,7 +287,7 @@ def _recorded(flag: str, add: Any, *args: Any) -> int:
 
 
 def check_background_arguments(args: argparse.Namespace) -> None:
-    """Bad `--background-speeds` / `--synthetic-drums` fail before anything is loaded."""
+    """Bad background flags (and music asked for but not installed) fail before anything is loaded."""
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
