@@ -15,6 +15,7 @@ from trainer.metrics import (
     SnapScore,
     SweepPoint,
     best_threshold,
+    false_gestures_by_count,
     match_events,
     poisson_upper,
     recall_by_band,
@@ -109,6 +110,15 @@ def test_rates_per_hour():
     assert math.isinf(Rate(0, 0.0).per_hour)
 
 
+def test_false_gestures_by_count():
+    r = false_gestures_by_count([1, 1, 2, 3, 1, 2], hours=0.5)
+    assert [r[k]["events"] for k in ("1", "2", "3", "2+")] == [3, 2, 1, 3]
+    assert r["2"]["per_hour"] == pytest.approx(4.0)
+    assert r["2+"]["per_hour"] == pytest.approx(6.0)
+    none = false_gestures_by_count([], hours=2.0)
+    assert none["2+"]["events"] == 0 and none["2+"]["upper95_per_hour"] == pytest.approx(2.9957 / 2, abs=1e-3)
+
+
 def test_snr_bands_and_recall_by_band():
     assert [snr_band(x) for x in (1, 3, 9.9, 10, 25, 30, 40)] == \
         ["<3", "3-10", "3-10", "10-20", "20-30", ">=30", ">=30"]
@@ -124,3 +134,25 @@ def test_best_threshold_respects_false_gesture_budget():
     assert best_threshold(pts, 0.5).threshold == 0.7
     assert best_threshold(pts, 10).threshold == 0.3
     assert best_threshold(pts[:1], 0.5) is None
+
+
+def test_score_splits_false_gestures_by_count_per_kind():
+    from pathlib import Path
+
+    from trainer.evaluate import Detections, Recording, score
+
+    recs = [Recording(Path("s.flac"), "scene", "music", 16000, 30.0, [1.0, 1.3], [10.0, 10.0], [Gesture.of([1.0, 1.3])]),
+            Recording(Path("m.flac"), "negative", "music", 16000, 1800.0),
+            Recording(Path("k.flac"), "negative", "keyboard", 16000, 1800.0)]
+    dets = [Detections([1.0, 1.3], [Gesture.of([1.0, 1.3])]),
+            Detections([5.0, 9.0, 9.4], [Gesture.of([5.0]), Gesture.of([9.0, 9.4])]),
+            Detections([7.0], [Gesture.of([7.0])])]
+    res = score(recs, dets)
+    n = res["negatives"]
+    assert n["hours"] == pytest.approx(1.0)
+    assert n["false_gestures"]["events"] == 3 and n["false_snaps"]["events"] == 4
+    assert (n["false_gestures_by_count"]["1"]["events"], n["false_gestures_by_count"]["2+"]["events"]) == (2, 1)
+    music = res["by_kind"]["music"]["negatives"]["false_gestures_by_count"]
+    assert music["2"]["per_hour"] == pytest.approx(2.0) and music["1"]["per_hour"] == pytest.approx(2.0)
+    assert res["by_kind"]["keyboard"]["negatives"]["false_gestures_by_count"]["2+"]["events"] == 0
+    assert res["gestures"]["exact_count"] == 1

@@ -33,6 +33,7 @@ from trainer.metrics import (
     SnapScore,
     SweepPoint,
     best_threshold,
+    false_gestures_by_count,
     recall_by_band,
 )
 
@@ -179,6 +180,7 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
     def block(sel: list[int]) -> dict:
         s, g = SnapScore(), GestureScore()
         fs = fg = 0
+        false_counts: list[int] = []
         hours = 0.0
         hits: list[bool] = []
         snrs: list[float] = []
@@ -195,6 +197,7 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
             else:
                 fs += len(d.snaps)
                 fg += len(d.gestures)
+                false_counts.extend(x.count for x in d.gestures)
                 hours += r.seconds / 3600
         out: dict[str, Any] = {}
         if any(recs[i].role == "scene" for i in sel):
@@ -206,7 +209,8 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
                                             "p95": float(np.percentile(delays, 95) * 1000)}
         if hours > 0:
             out["negatives"] = {"hours": hours, "false_snaps": Rate(fs, hours).summary(),
-                                "false_gestures": Rate(fg, hours).summary()}
+                                "false_gestures": Rate(fg, hours).summary(),
+                                "false_gestures_by_count": false_gestures_by_count(false_counts, hours)}
         return out
 
     allidx = list(range(len(recs)))
@@ -387,6 +391,16 @@ def _f(x: Any, fmt: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
 
 
+def _by_count(neg: dict) -> str:
+    """'single 3 (12.0/h), double 1 (4.0/h), triple 0 (0.0/h); double or triple 1 (4.0/h, 95 % ub 18.9)'"""
+    bc = neg["false_gestures_by_count"]
+    names = {"1": "single", "2": "double", "3": "triple"}
+    parts = [f"{names.get(k, k)} {v['events']} ({v['per_hour']:.1f}/h)" for k, v in bc.items() if k != "2+"]
+    m = bc["2+"]
+    return (", ".join(parts) + f"; double or triple {m['events']} ({m['per_hour']:.1f}/h, "
+            f"95 % ub {m['upper95_per_hour']:.1f})")
+
+
 def format_report(result: dict) -> str:
     lines = []
     ds = result["dataset"]
@@ -405,14 +419,18 @@ def format_report(result: dict) -> str:
     ours = result["detectors"].get("ours")
     if ours:
         lines += ["", f"ours by kind of background (threshold {ours['threshold']:.2f}):",
-                  f"{'kind':<12}{'snaps':>6}{'R':>7}{'P':>7}{'exact':>7}{'neg h':>8}{'FS/h':>9}{'FG/h':>9}{'FG/h ub':>9}"]
+                  f"{'kind':<12}{'snaps':>6}{'R':>7}{'P':>7}{'exact':>7}{'neg h':>8}{'FS/h':>9}{'FG/h':>9}{'FG/h ub':>9}"
+                  f"{'FG2+/h':>9}"]
         for kind, r in ours["by_kind"].items():
             s, g, n = r.get("snaps"), r.get("gestures"), r.get("negatives")
             lines.append(f"{kind:<12}{(s['tp'] + s['fn']) if s else 0:>6}{_f(s['recall'] if s else None):>7}"
                          f"{_f(s['precision'] if s else None):>7}{_f(g['exact_count_share'] if g else None):>7}"
                          f"{_f(n['hours'] if n else None):>8}{_f(n['false_snaps']['per_hour'] if n else None, '.1f'):>9}"
                          f"{_f(n['false_gestures']['per_hour'] if n else None, '.1f'):>9}"
-                         f"{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}")
+                         f"{_f(n['false_gestures']['upper95_per_hour'] if n else None, '.1f'):>9}"
+                         f"{_f(n['false_gestures_by_count']['2+']['per_hour'] if n else None, '.1f'):>9}")
+        if ours.get("negatives"):
+            lines.append("false gestures by count reported: " + _by_count(ours["negatives"]))
         lines.append("scenes by sample rate: " + ", ".join(
             f"{rate} Hz R {_f(r['snaps']['recall'])} P {_f(r['snaps']['precision'])}" for rate, r in ours["scenes_by_rate"].items()))
         lines.append("recall by local SNR (dB): " + ", ".join(
@@ -453,19 +471,22 @@ def markdown_summary(result: dict) -> str:
                    f"{rate('false_snaps')} | {rate('false_gestures')} |")
     ours = result["detectors"].get("ours")
     if ours:
-        out += ["", "| background | snaps | recall | precision | exact count | negative hours | false snaps/h | false gestures/h (95 % ub) |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += ["", "| background | snaps | recall | precision | exact count | negative hours | false snaps/h | false gestures/h (95 % ub) | false doubles and triples/h |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for kind, r in ours["by_kind"].items():
             s, g, n = r.get("snaps"), r.get("gestures"), r.get("negatives")
             out.append(f"| {kind} | {(s['tp'] + s['fn']) if s else 0} | {_f(s['recall'] if s else None)} | "
                        f"{_f(s['precision'] if s else None)} | {_f(g['exact_count_share'] if g else None)} | "
                        f"{_f(n['hours'] if n else None)} | {_f(n['false_snaps']['per_hour'] if n else None, '.1f')} | "
-                       + (f"{n['false_gestures']['per_hour']:.1f} ({n['false_gestures']['upper95_per_hour']:.1f}) |" if n else "- |"))
+                       + (f"{n['false_gestures']['per_hour']:.1f} ({n['false_gestures']['upper95_per_hour']:.1f}) | "
+                          f"{n['false_gestures_by_count']['2+']['per_hour']:.1f} |" if n else "- | - |"))
         out += ["", "Recall by local SNR: " + ", ".join(f"{b} dB {_f(v['recall'])} (n={v['snaps']})"
                                                        for b, v in ours["recall_by_snr_db"].items()) + ".",
                 "Scenes by sample rate: " + ", ".join(f"{rate} Hz recall {_f(r['snaps']['recall'])} precision {_f(r['snaps']['precision'])}"
                                                       for rate, r in ours["scenes_by_rate"].items()) + ".",
                 f"Gesture counts (true -> reported): `{json.dumps(ours['gestures']['confusion'])}`."]
+        if ours.get("negatives"):
+            out.append("False gestures on the negatives by count reported: " + _by_count(ours["negatives"]) + ".")
         bt = ours.get("best_threshold_within_false_gesture_target")
         out.append("Sweep (threshold: recall / precision / false gestures per hour): " + "; ".join(
             f"{p['threshold']:.2f}: {p['recall']:.3f} / {p['precision']:.3f} / {p['false_gestures_per_hour']:.1f}" for p in ours["sweep"])

@@ -207,6 +207,16 @@ class Rate:
                 "upper95_per_hour": self.upper95_per_hour}
 
 
+def false_gestures_by_count(counts: Iterable[int], hours: float, max_count: int = 3) -> dict[str, dict]:
+    """False gestures on negative audio split by the count reported: {"1": rate, ..., "2+": rate}.
+    What a user binds matters: a light on a double snap only toggles by itself on a false double
+    or triple, so "2+" is the rate that automation sees."""
+    cs = [int(c) for c in counts]
+    out = {str(k): Rate(sum(c == k for c in cs), hours).summary() for k in range(1, max_count + 1)}
+    out["2+"] = Rate(sum(c >= 2 for c in cs), hours).summary()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # recall by SNR band
 
