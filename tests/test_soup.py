@@ -53,3 +53,24 @@ def test_soup_refuses_other_architectures_and_bad_weights_by_name(tmp_path: Path
     assert cli.main(["soup", str(a), str(a), "--out", str(tmp_path / "y.pt"), "--weights", "1,-1"]) == 2
     assert "--weights" in capsys.readouterr().err
     assert cli.main(["soup", str(a), "--out", str(tmp_path / "z.pt")]) == 2
+
+
+def test_soup_measures_its_own_test_figures_or_none(tmp_path: Path, capsys):
+    """The first file's window-level figures belong to other weights: with --data the soup's own are
+    measured on the held-out test windows of the fixture clips, without it none are carried over."""
+    fix = Path(__file__).resolve().parent / "fixtures" / "audio"
+    a, b = _model(tmp_path / "a.pt", 1, 0.5), _model(tmp_path / "b.pt", 2, 0.5)
+    stale = {"precision": 0.123, "recall": 0.456, "f1": 0.2, "auroc": 0.9, "accuracy": 0.5}
+    na, ma = load_trainable(a)
+    export_model(na, build_metadata(na.cfg, WindowSpec(), 320, 0.5, test_metrics=stale), a, overwrite=True)
+    plain, measured = tmp_path / "plain.pt", tmp_path / "measured.pt"
+    assert cli.main(["soup", str(a), str(b), "--out", str(plain)]) == 0
+    assert load_model(plain).metadata.test_metrics == {}
+    assert cli.main(["soup", str(a), str(b), "--out", str(measured), "--data", str(fix), "--test-windows", "64"]) == 0
+    tm = load_model(measured).metadata.test_metrics
+    assert tm["windows"] == 64 and 0 < tm["positives"] < 64
+    assert tm["precision"] != stale["precision"] and 0.0 <= tm["auroc"] <= 1.0
+    assert sum(tm["confusion"].values()) == 64
+    assert "test windows: precision" in capsys.readouterr().out
+    assert cli.main(["soup", str(a), str(b), "--out", str(tmp_path / "x.pt"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err

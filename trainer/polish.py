@@ -173,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
     from trainer import report
     from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import (TrainConfig, _held_out_sampler, check_background_arguments, extend_backgrounds,
-                               make_window_set, prepare_data, score_windows)
+    from trainer.train import (check_background_arguments, extend_backgrounds, prepare_data, score_windows,
+                               test_window_set)
 
     if args.steps <= 0:
         raise UsageError("--steps must be positive")
@@ -195,9 +195,7 @@ def run(args: argparse.Namespace) -> int:
     mix = MixConfig()
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
     extended = extend_backgrounds(bank, args)
-    # the same test windows as `snap-train train` draws with its default seed
-    test = make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), args.test_windows,
-                           TrainConfig().seed + 2)
+    test = test_window_set(bank, spec, args.test_windows)
     before = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
 
     pool = negative_audio(bank)

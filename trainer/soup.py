@@ -5,8 +5,10 @@ against real music) sit in one basin of the loss; the average of their weights o
 of what each learned and loses less than either (a "model soup", as `snap-train polish --soup`
 does with seeds). The files must share the architecture and window (checked, by name); the
 threshold, follow threshold and the rest of the metadata come from the first file, the sources
-and weights are recorded in `extra.soup`. Choose the follow threshold afterwards with
-`snap-train tune`, and evaluate before using it.
+and weights are recorded in `extra.soup`. The first file's window-level test figures would describe
+another set of weights: with `--data` they are measured again on the held-out test windows (the
+same windows `train` and `polish` report), without it they are left empty. Choose the follow
+threshold afterwards with `snap-train tune`, and evaluate before using it.
 """
 
 from __future__ import annotations
@@ -44,14 +46,31 @@ def soup(paths: list[Path], weights: list[float] | None = None):
     net0.eval()
     record = [{"file": str(p), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(), "weight": w / total}
               for p, w in zip(paths, weights)]
-    meta = dataclasses.replace(meta0, extra={**meta0.extra, "soup": record})
+    # the first file's test figures are not this model's: measured again by `run` with --data
+    meta = dataclasses.replace(meta0, test_metrics={}, extra={**meta0.extra, "soup": record})
     return net0, meta
+
+
+def test_metrics_of(net, meta, data: Path, n_windows: int) -> dict:
+    """Window-level figures on the held-out test windows at the model's threshold (as polish reports)."""
+    from trainer import report
+    from trainer.data import MixConfig
+    from trainer.export import window_spec_of
+    from trainer.train import prepare_data, score_windows, test_window_set
+
+    spec = window_spec_of(meta)
+    _, bank = prepare_data(data, spec, MixConfig(), progress=False)
+    test = test_window_set(bank, spec, n_windows)
+    return report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", type=Path, nargs="+", help="model files: fine-tunes of one base model")
     parser.add_argument("--out", type=Path, required=True, help="the averaged model file (never overwritten)")
     parser.add_argument("--weights", default=None, help="comma list, one weight per model (default: equal)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the data folder: measure the soup's window-level test figures (default: leave them empty)")
+    parser.add_argument("--test-windows", type=int, default=4000, help="(with --data; default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     except ValueError:
         raise UsageError(f"--weights {args.weights!r}: expected numbers such as 1,1") from None
+    if args.data is not None and not args.data.is_dir():
+        raise UsageError(f"--data {args.data}: no such folder")
     net, meta = soup(list(args.models), weights)
+    if args.data is not None:
+        m = test_metrics_of(net, meta, args.data, args.test_windows)
+        meta = dataclasses.replace(meta, test_metrics=m)
+        print(f"test windows: precision {m['precision']:.4f} recall {m['recall']:.4f} F1 {m['f1']:.4f} "
+              f"AUROC {m['auroc']:.4f} at threshold {meta.threshold:.3f}")
     export_model(net, meta, args.out)
     for r in meta.extra["soup"]:
         print(f"  {r['weight']:.3f} x {r['file']} ({r['sha256'][:8]})")

@@ -344,6 +344,14 @@ def _check_paths(args) -> tuple[Path, Path]:
     return out, export
 
 
+def test_window_set(bank: "ClipBank", spec: "WindowSpec", n: int) -> WindowSet:
+    """The held-out test windows `snap-train train` draws with its default seed: what polish and soup
+    report a model's window-level figures on, so that files made by different commands compare."""
+    from trainer.data import MixConfig
+
+    return make_window_set(_held_out_sampler(bank, "test", spec, MixConfig()), n, TrainConfig().seed + 2)
+
+
 def _held_out_sampler(bank: "ClipBank", split: str, spec: "WindowSpec", mix: "MixConfig") -> "WindowSampler":
     """The sampler of a held-out part; a tiny data set without one falls back to the training clips
     (with a warning: its figures then say little)."""
