@@ -224,7 +224,7 @@ def test_params_from_settings_and_defaults():
     assert SnapPipeline(ideal_scorer(), None, spec=SPEC).params == DetectionParams()
     # the busy guard: on by default in the listener, set from the settings (env, YAML, flags)
     d = SnapPipeline(ideal_scorer(), None, spec=SPEC).detector
-    assert (d.busy_seconds, d.busy_count, d.busy_level) == (1.5, 2, 0.5)
+    assert (d.busy_seconds, d.busy_count, d.busy_level) == (1.5, 2, 0.6)
     s = Settings.load(cli_overrides={"busy_seconds": 0, "busy_count": 3, "busy_level": 0.7}, env_file=None)
     d = SnapPipeline(ideal_scorer(), s, spec=SPEC).detector
     assert (d.busy_seconds, d.busy_count, d.busy_level) == (0.0, 3, 0.7)
