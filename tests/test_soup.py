@@ -61,7 +61,7 @@ def test_soup_measures_its_own_test_figures_or_none(tmp_path: Path, capsys):
     fix = Path(__file__).resolve().parent / "fixtures" / "audio"
     a, b = _model(tmp_path / "a.pt", 1, 0.5), _model(tmp_path / "b.pt", 2, 0.5)
     stale = {"precision": 0.123, "recall": 0.456, "f1": 0.2, "auroc": 0.9, "accuracy": 0.5}
-    na, ma = load_trainable(a)
+    na, _ = load_trainable(a)
     export_model(na, build_metadata(na.cfg, WindowSpec(), 320, 0.5, test_metrics=stale), a, overwrite=True)
     plain, measured = tmp_path / "plain.pt", tmp_path / "measured.pt"
     assert cli.main(["soup", str(a), str(b), "--out", str(plain)]) == 0
