@@ -59,7 +59,10 @@ def test_replay_publishes_snaps_gestures_discovery_then_offline(tmp_path, broker
     assert rec.on(f"{T}/gesture")[1].at >= snaps[2].at
 
     avail = [m.payload for m in rec.on(f"{T}/availability")]
-    assert avail[0] == "online" and avail[-1] == "offline"
+    # online while running, offline at the end; a listener whose broker connection comes up before
+    # its audio input says offline first (availability needs both), so the first may be either
+    assert avail[-1] == "offline" and "online" in avail[:-1], avail
+    assert set(avail) == {"online", "offline"} and avail[avail.index("online"):].count("online") == 1, avail
     # discovery and availability are retained: a newcomer (Home Assistant starting later) gets them
     kept = retained(broker.port, ["homeassistant/#", f"{T}/#"])
     assert CONFIG_TOPICS <= set(kept)
