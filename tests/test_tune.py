@@ -21,11 +21,20 @@ def pt(follow, exact, f1=0.9, fg=2):
     return FollowPoint(follow, 0.9, 0.9, f1, exact, fg, fg)
 
 
-def test_choose_follow_by_exact_gestures_then_f1_then_the_higher_bar():
+def test_choose_follow_by_exact_gestures_then_the_higher_bar():
     off = pt(None, 0.70)
     assert choose_follow([off, pt(0.5, 0.80), pt(0.7, 0.75)]).follow == 0.5
-    assert choose_follow([off, pt(0.5, 0.80, f1=0.91), pt(0.7, 0.80, f1=0.93)]).follow == 0.7
+    assert choose_follow([off, pt(0.5, 0.80, f1=0.93), pt(0.7, 0.80, f1=0.91)]).follow == 0.7
     assert choose_follow([off, pt(0.4, 0.80), pt(0.6, 0.80)]).follow == 0.6  # a tie: the safer bar
+
+
+def test_choose_follow_treats_a_gain_under_one_percent_of_gestures_as_a_tie():
+    # 0.3 counts two of 250 gestures more than 0.5: noise, and the lower bar lets speech join gestures
+    off = pt(None, 0.742)
+    pts = [off, pt(0.3, 0.794), pt(0.4, 0.790), pt(0.5, 0.786), pt(0.7, 0.770)]
+    assert choose_follow(pts).follow == 0.5
+    assert choose_follow(pts, tie=0.0).follow == 0.3
+    assert choose_follow([off, pt(0.3, 0.80), pt(0.5, 0.785)]).follow == 0.3  # 1.5 points: a real gain
 
 
 def test_choose_follow_never_adds_false_gestures_and_keeps_one_threshold_without_a_gain():
