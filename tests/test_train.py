@@ -141,7 +141,8 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     out = tmp_path / "polished.pt"
     rc = snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "20",
                      "--test-windows", "64", "--threads", "1", "--no-progress", "--hard-positives", "0.1",
-                     "--soup", "1", "--synthetic-drums", "30", "--lookalike-kits", "30"])
+                     "--soup", "1", "--synthetic-drums", "30", "--lookalike-kits", "30",
+                     "--positive-snr=-3,25", "--positive-background", "0.85"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "false triggers on" in text and "test windows at threshold" in text
@@ -154,6 +155,7 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
         assert 0.0 <= new.test_metrics[k] <= 1.0
     assert info["background_speeds"] == [0.85, 0.93, 1.08, 1.18] and info["synthetic_drums_seconds"] == 30
     assert "soup" not in info  # one polish
+    assert info["positive_mix"] == {"snr_db": [-3.0, 25.0], "p_background_mix": 0.85}  # quieter positives
     # BatchNorm statistics frozen: mining and fine-tuning leave them as the base had them
     from trainer.export import load_trainable
 
@@ -187,6 +189,7 @@ def test_polish_command_writes_a_new_model_and_never_overwrites(tiny_run, tmp_pa
     assert twice["polish"]["negative_seconds"] < info["negative_seconds"]  # no speed variants, drums, look-alikes
     assert twice["polish"]["hard_positive_draws"] == 0 and "missed" not in capsys.readouterr().out
     assert twice["polish"]["base_sha256"] != info["base_sha256"]
+    assert twice["polish"]["positive_mix"] == {"snr_db": [0.0, 30.0], "p_background_mix": 0.6}  # the trainer's
     # never over an existing file, never over itself
     assert snap_train(["polish", str(src), "--data", str(FIX), "--out", str(out), "--steps", "5"]) == 2
     assert "exists" in capsys.readouterr().err
@@ -278,3 +281,17 @@ def test_bad_soup_is_refused_naming_the_flag(tiny_run, tmp_path, capsys, flag, v
     out = tmp_path / "p.pt"
     assert snap_train(["polish", str(tiny_run / "model.pt"), "--data", str(FIX), "--out", str(out), flag, value]) == 2
     assert flag in capsys.readouterr().err and not out.exists()
+
+
+def test_polish_positive_mix_options_are_checked_by_name():
+    from trainer.cli import UsageError
+    from trainer.data import MixConfig
+    from trainer.polish import positive_mix
+
+    assert positive_mix(MixConfig(), None, None) == MixConfig()
+    m = positive_mix(MixConfig(), "-3,25", 0.85)
+    assert (m.snr_db, m.p_background_mix, m.p_positive) == ((-3.0, 25.0), 0.85, MixConfig().p_positive)
+    for snr, share, flag in (("3", None, "--positive-snr"), ("25,-3", None, "--positive-snr"),
+                             ("a,b", None, "--positive-snr"), (None, 1.5, "--positive-background")):
+        with pytest.raises(UsageError, match=flag):
+            positive_mix(MixConfig(), snr, share)

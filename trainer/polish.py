@@ -163,8 +163,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-windows", type=int, default=TrainConfig.test_windows,
                         help="test windows scored before and after (default: %(default)s)")
     add_background_arguments(parser)
+    parser.add_argument("--positive-snr", default=None, metavar="LO,HI",
+                        help="local SNR range in dB of the training background under mixed positives "
+                             "(default: the trainer's, 0,30); lower hears quieter snaps, and fires more")
+    parser.add_argument("--positive-background", type=float, default=None, metavar="SHARE",
+                        help="share of positives with a training background mixed under them (default: the "
+                             "trainer's, 0.6)")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def positive_mix(mix: Any, snr: str | None, share: float | None) -> Any:
+    """`mix` with the positives' background SNR range ("LO,HI" dB) and share replaced where given."""
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {}
+    if snr is not None:
+        try:
+            lo, hi = (float(v) for v in snr.split(","))
+        except ValueError:
+            raise UsageError(f"--positive-snr {snr!r}: expected LO,HI in dB, such as -3,25") from None
+        if not -20.0 <= lo < hi <= 60.0:
+            raise UsageError(f"--positive-snr {snr!r}: expected -20 <= LO < HI <= 60")
+        changes["snr_db"] = (lo, hi)
+    if share is not None:
+        if not 0.0 <= share <= 1.0:
+            raise UsageError(f"--positive-background {share}: expected a share in [0, 1]")
+        changes["p_background_mix"] = float(share)
+    return replace(mix, **changes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,11 +214,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: exists; pass --overwrite to replace it")
     if args.out.exists() and args.out.resolve() == args.model.resolve():
         raise UsageError(f"{args.out}: is the model being polished; write to another file")
+    mix = positive_mix(MixConfig(), args.positive_snr, args.positive_background)
     torch.set_num_threads(max(1, args.threads))
     t0 = time.monotonic()
     net, meta = load_trainable(args.model)
     spec = window_spec_of(meta)
-    mix = MixConfig()
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
     extended = extend_backgrounds(bank, args)
     test = test_window_set(bank, spec, args.test_windows)
@@ -206,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
     info.update(**extended, base=args.model.name,
                 base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")})
+                test_windows_before={k: before[k] for k in ("precision", "recall", "f1", "auroc")},
+                positive_mix={"snr_db": list(mix.snr_db), "p_background_mix": mix.p_background_mix})
     extra = {k: v for k, v in meta.extra.items() if k not in ("model_config", "window_spec")}
     if "polish" in extra:  # a model polished again: keep the lineage
         extra["earlier_polishes"] = [*extra.get("earlier_polishes", []), extra["polish"]]
