@@ -22,18 +22,12 @@ sys.path.insert(0, str(ROOT))
 TOLERANCE_S = 0.15
 
 
-def snaps_of(model, x, rate: int, threshold: float, follow: float) -> list[tuple[float, float]]:
-    from snap_mqtt.events import SnapEvent
-    from snap_mqtt.pipeline import DetectionParams, SnapPipeline
+def snaps_of(model, spec, x, rate: int, threshold: float, follow: float) -> list[tuple[float, float]]:
+    """(onset, confidence) of every snap the listener's pipeline reports, busy guard off."""
+    from trainer.evaluate import run_pipeline
 
-    pipe = SnapPipeline(model, DetectionParams(threshold=threshold, follow_threshold=follow, busy_seconds=0),
-                        input_rate=rate)
-    events = []
-    step = rate // 10
-    for i in range(0, len(x), step):
-        events += pipe.process(x[i:i + step])
-    events += pipe.flush()
-    return [(e.time, e.confidence) for e in events if isinstance(e, SnapEvent)]
+    d = run_pipeline(model, spec, threshold, x, rate, follow=follow, busy=0.0)
+    return list(zip(d.snaps, d.confidences))
 
 
 def main() -> int:
@@ -47,19 +41,21 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from snap_mqtt.audio_io import read_audio
+    from snap_mqtt.detector import WindowSpec
     from snap_mqtt.model_file import default_model_path, load_model
     from trainer.scenes import load_index
 
     model = load_model(args.model or default_model_path())
     md = model.metadata
+    spec = WindowSpec.from_metadata(md)
     thr, fol = md.threshold, md.follow_threshold or md.threshold
     index = load_index(args.scenes)
     missed = []
     total = 0
     for scene in index["scenes"]:
         a = read_audio(args.scenes / scene["file"])
-        heard = snaps_of(model, a.samples, a.sample_rate, thr, fol)
-        low = snaps_of(model, a.samples, a.sample_rate, args.low, args.low)
+        heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol)
+        low = snaps_of(model, spec, a.samples, a.sample_rate, args.low, args.low)
         snr = {round(s["time"], 6): s["snr_db"] for s in scene["snaps"]}
         for g in scene["gestures"]:
             for place, t in enumerate(g["snaps"]):
