@@ -56,7 +56,13 @@ def tune_overrides(items: list[str], cls: type) -> dict:
         name, sep, value = item.partition("=")
         if not sep or name not in fields:
             raise SystemExit(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        out[name] = type(fields[name].default)(value)
+        kind = type(fields[name].default)
+        if kind is bool:  # bool("false") is True
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item}: expected true or false")
+            out[name] = value.lower() in ("true", "1")
+        else:
+            out[name] = kind(value)
     return out
 
 
@@ -100,7 +106,7 @@ def main() -> int:
         if not (d / "person.json").exists():
             sr.build_simroom(args.data, d, seed=seed, n_snaps=args.snaps, room_seconds=args.room_seconds)
         out = args.work / f"enrolled-{seed}.pt"
-        cfg = en.TuneConfig(seed=0, **({"steps": args.steps} if args.steps else {}), **overrides)
+        cfg = en.TuneConfig(**{"seed": 0, **({"steps": args.steps} if args.steps else {}), **overrides})
         t0 = time.monotonic()
         r = en.enroll(d / "enroll", out, base, args.data, cfg, overwrite=True, progress=False)
         wall = time.monotonic() - t0

@@ -150,6 +150,10 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["fine_tuning"]["mine_shipped"] is True
     assert e["hard_negatives"]["shipped_negative_seconds"] > 0
     assert 0 <= e["hard_negatives"]["from_shipped_data"] <= e["hard_negatives"]["mined_windows"]
+    # the user's channel, estimated from their snaps: the simulated mic (seed 3) stops at 5.7 kHz
+    assert e["fine_tuning"]["channel_match"] == en.TuneConfig.channel_match > 0
+    gain = e["channel"]["gain_db"]
+    assert gain["7500"] < gain["2000"] - 6 and e["channel"]["fir_taps"] > 16
     # same contract as the base: rate, window, hop, onset region
     for k in ("sample_rate", "window_samples", "hop_samples", "onset_min_samples", "onset_max_samples"):
         assert getattr(meta, k) == getattr(base.metadata, k)
