@@ -252,6 +252,11 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     with pytest.raises(UsageError, match="nope"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
+    (tmp_path / "me").mkdir()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--channel-match", "1.5"])
+    with pytest.raises(UsageError, match="--channel-match 1.5"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_calibrate_threshold_out_of_reach_keeps_recall():
