@@ -277,11 +277,18 @@ def test_calibrate_threshold_keeps_the_base_threshold_when_it_costs_no_snap():
     kept = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert free.threshold < 0.94 and kept.threshold == pytest.approx(0.94)
     assert kept.recall == 1.0 and "base threshold" in kept.note
-    # a floor that would lose held-back snaps is not kept
+    # a floor that would lose two or more held-back snaps is not kept
     low = en.calibrate_threshold([0.5, 0.6, 0.97], room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert low.recall == 1.0
     assert 0.49 <= low.threshold <= 0.5  # only as far down as the weakest held-back snap needs
     assert "only as far" in low.note
+    # one snap of ten is no evidence: the base threshold stays
+    ten = [0.6] + [0.97 + 0.002 * i for i in range(9)]
+    one = en.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    assert one.threshold == pytest.approx(0.94) and one.recall == pytest.approx(0.9)
+    assert "finds 1 more held-back snap, fewer than 2" in one.note
+    anyway = en.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94, min_gain=1)
+    assert anyway.threshold <= 0.6 and anyway.recall == 1.0
 
 
 def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():
