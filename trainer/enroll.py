@@ -479,12 +479,13 @@ class TuneConfig:
     # estimated from their snaps (trainer.channel): negatives with the user's colouring, so that
     # colouring alone does not make a snap. Simulated persons 2-4: false gestures in their rooms
     # 62 / 39 / 84 -> 39 / 39 / 19 per hour at 0.3; at 0.5 about as many, the shipped scenes' F1
-    # lower; at 1.0 (the shipped data only ever heard through the user's channel) twice the
-    # false gestures on the shipped data's own negatives (model card)
+    # lower; at 1.0 (the shipped data only ever heard through the user's channel, persons 1 and 2)
+    # 64 and 68 false gestures per hour on the shipped test scenes against 24 and 12 at 0.5
+    # (docs/enrollment.md)
     channel_match: float = 0.3
-    # the shipped snaps too: through the channel only the negatives, the user's room and the
-    # shipped scenes fared worse (persons 3 and 4: 49 and 26 false gestures per hour in their
-    # rooms, 72 and 80 on the shipped test scenes)
+    # the shipped snaps too: with only the negatives through the channel (0.5, persons 2-4) the
+    # rooms gave 29 / 49 / 26 false gestures per hour (32 / 39 / 36 with the snaps too) and the
+    # shipped test scenes 36 / 72 / 80 (12 / 40 / 36)
     channel_positives: bool = True
     seed: int = 0
 
