@@ -233,15 +233,12 @@ def calibrate_threshold(pos_peaks: list[float], neg_scores: list[np.ndarray], ho
     t = float(np.clip(round(t, 4), 0.02, 0.98))
     if floor is not None and t < floor:
         rec_t = (peaks >= t).mean() if len(peaks) else 1.0
-        rec_f = (peaks >= floor).mean() if len(peaks) else 1.0
-        gained = int(round((rec_t - rec_f) * len(peaks)))
-        if rec_f >= rec_t - 1e-12:
+        gained = int(np.sum(peaks >= t) - np.sum(peaks >= floor))  # held-back snaps only t finds
+        if gained < min_gain:
             t = float(floor)
-            note = (note + "; " if note else "") + "kept the base threshold (it finds as many held-back snaps)"
-        elif gained < min_gain:
-            t = float(floor)
-            note = (note + "; " if note else "") + (f"kept the base threshold (going below it finds {gained} more "
-                                                    f"held-back snap{'s' if gained != 1 else ''}, fewer than {min_gain})")
+            why = ("it finds as many held-back snaps" if gained <= 0 else
+                   f"going below it finds {gained} more held-back snap{'s' if gained != 1 else ''}, fewer than {min_gain}")
+            note = (note + "; " if note else "") + f"kept the base threshold ({why})"
         else:
             # below the base threshold only as far as the held-back snaps need: a middle of a wide
             # range (0.36 for one simulated person, whose room audio, trained on, never fired)

@@ -196,10 +196,9 @@ def positive_mix(mix: Any, snr: str | None, share: float | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from trainer import report
     from trainer.data import MixConfig, WindowSampler
     from trainer.export import build_metadata, export_model, load_trainable, window_spec_of
-    from trainer.train import (check_background_arguments, extend_backgrounds, prepare_data, score_windows,
+    from trainer.train import (check_background_arguments, evaluate_windows, extend_backgrounds, prepare_data,
                                test_window_set)
 
     if args.steps <= 0:
@@ -222,13 +221,13 @@ def run(args: argparse.Namespace) -> int:
     _, bank = prepare_data(args.data, spec, mix, progress=not args.no_progress)
     extended = extend_backgrounds(bank, args)
     test = test_window_set(bank, spec, args.test_windows)
-    before = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
+    before = evaluate_windows(net, test, meta.threshold)
 
     pool = negative_audio(bank)
     det = det_spec_for(spec, meta.hop_samples, meta.threshold)
     info = polish(net, WindowSampler(bank, "train", spec, mix), pool, det, args.steps, args.seed,
                   progress=not args.no_progress, hard_positive_share=args.hard_positives, soup=args.soup)
-    after = report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
+    after = evaluate_windows(net, test, meta.threshold)
     info.update(**extended, base=args.model.name,
                 base_sha256=hashlib.sha256(args.model.read_bytes()).hexdigest(),
                 date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -53,15 +53,13 @@ def soup(paths: list[Path], weights: list[float] | None = None):
 
 def test_metrics_of(net, meta, data: Path, n_windows: int) -> dict:
     """Window-level figures on the held-out test windows at the model's threshold (as polish reports)."""
-    from trainer import report
     from trainer.data import MixConfig
     from trainer.export import window_spec_of
-    from trainer.train import prepare_data, score_windows, test_window_set
+    from trainer.train import evaluate_windows, prepare_data, test_window_set
 
     spec = window_spec_of(meta)
     _, bank = prepare_data(data, spec, MixConfig(), progress=False)
-    test = test_window_set(bank, spec, n_windows)
-    return report.binary_metrics(score_windows(net, test.x), test.y, meta.threshold, test.kinds)
+    return evaluate_windows(net, test_window_set(bank, spec, n_windows), meta.threshold)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
