@@ -154,6 +154,17 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["fine_tuning"]["channel_match"] == en.TuneConfig.channel_match > 0
     gain = e["channel"]["gain_db"]
     assert gain["7500"] < gain["2000"] - 6 and e["channel"]["fir_taps"] > 16
+    # two fine-tunings (seeds 0 and 1), each measured on held-out negatives; the kept one is the
+    # one pick_candidate chooses, and its figures are the table's
+    c = e["candidates"]
+    assert [t["seed"] for t in c["tried"]] == [0, 1]
+    assert c["shipped_val_seconds"] == 0  # the fixtures hold no validation part: the room decides
+    tried = [en.Candidate(**t) for t in c["tried"]]
+    kept = tried[en.pick_candidate(tried)]
+    assert c["chosen_seed"] == kept.seed and e["threshold"] == pytest.approx(kept.threshold)
+    assert e["after"]["snaps_found"] == kept.snaps_found and e["after"]["false_triggers"] == kept.room_false
+    assert e["after"]["shipped_val_false_triggers"] == kept.shipped_false
+    assert e["before"]["shipped_val_false_triggers"] >= 0
     # same contract as the base: rate, window, hop, onset region
     for k in ("sample_rate", "window_samples", "hop_samples", "onset_min_samples", "onset_max_samples"):
         assert getattr(meta, k) == getattr(base.metadata, k)
@@ -257,6 +268,10 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     with pytest.raises(UsageError, match="--channel-match 1.5"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--candidates", "0"])
+    with pytest.raises(UsageError, match="--candidates 0"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_calibrate_threshold_out_of_reach_keeps_recall():
@@ -289,6 +304,59 @@ def test_calibrate_threshold_keeps_the_base_threshold_when_it_costs_no_snap():
     assert "finds 1 more held-back snap, fewer than 2" in one.note
     anyway = en.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94, min_gain=1)
     assert anyway.threshold <= 0.6 and anyway.recall == 1.0
+
+
+def test_pick_candidate_keeps_the_fewest_false_triggers_unless_it_finds_fewer_snaps():
+    C = en.Candidate
+    # seed 1 fires less on held-out negatives and finds as many snaps: kept
+    assert en.pick_candidate([C(0, 0.94, 10, 0, 13), C(1, 0.95, 10, 1, 5)]) == 1
+    # one held-back snap fewer is within the slack; two fewer is not
+    assert en.pick_candidate([C(0, 0.94, 10, 0, 13), C(1, 0.95, 9, 0, 5)]) == 1
+    assert en.pick_candidate([C(0, 0.94, 10, 0, 13), C(1, 0.95, 8, 0, 0)]) == 0
+    assert en.pick_candidate([C(0, 0.94, 10, 0, 13), C(1, 0.95, 8, 0, 0)], slack=2) == 1
+    # false triggers in the user's room count as much as the shipped data's
+    assert en.pick_candidate([C(0, 0.94, 10, 3, 1), C(1, 0.95, 10, 0, 3)]) == 1
+    # ties: more snaps found, then the first
+    assert en.pick_candidate([C(0, 0.94, 9, 1, 1), C(1, 0.95, 10, 0, 2)]) == 1
+    assert en.pick_candidate([C(3, 0.94, 10, 1, 1), C(4, 0.95, 10, 0, 2)]) == 0
+    assert en.pick_candidate([C(7, 0.94, 4, 0, 0)]) == 0
+    with pytest.raises(ValueError):
+        en.pick_candidate([])
+
+
+def test_validation_negatives_are_the_validation_parts_only(tmp_path):
+    from trainer.data import ClipBank
+    from trainer.splits import split_of
+
+    rate = 16000
+    data = tmp_path / "data"
+    for sub in ("snap", "no_snap"):
+        (data / sub).mkdir(parents=True)
+        write_audio_atomic(data / sub / f"{sub}.wav", np.zeros(4000, np.float32), rate)
+    for kind in ("music", "speech", "household"):
+        (data / "background" / kind).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    # a long training background: its 70-85 % part is validation; a ramp tells which part came back
+    ramp = np.linspace(-0.5, 0.5, 25 * rate).astype(np.float32)
+    write_audio_atomic(data / "background" / "music" / "long.wav", ramp, rate, subtype="FLOAT")
+    # short files go whole to the part their name hashes to
+    names = [f"short{i}.flac" for i in range(40)]
+    val_name = next(n for n in names if split_of(n) == "val")
+    train_name = next(n for n in names if split_of(n) == "train")
+    for n in (val_name, train_name):
+        write_audio_atomic(data / "background" / "speech" / n, 0.1 * rng.standard_normal(2 * rate).astype(np.float32), rate)
+    # an evaluation background (trainer.splits) never comes back
+    write_audio_atomic(data / "background" / "household" / "_background_noise___doing_the_dishes.flac",
+                       np.zeros(30 * rate, np.float32), rate)
+    bank = ClipBank(sample_rate=rate)
+    bank.no_snaps["val"] = [np.full(4000, 0.2, np.float32), np.full(4000, -0.2, np.float32)]
+    out = en.validation_negatives(data, bank, rate)
+    lengths = sorted(len(x) for x in out)
+    # the clips joined with a 10 ms crossfade, the short val file, the long file's 3.75 s
+    assert lengths == sorted([8000 - 160, 2 * rate, int(0.85 * 25 * rate) - int(0.70 * 25 * rate)])
+    long_part = next(x for x in out if len(x) == lengths[-1])
+    assert long_part[0] == pytest.approx(ramp[int(0.70 * 25 * rate)], abs=1e-4)
+    assert long_part[-1] == pytest.approx(ramp[int(0.85 * 25 * rate) - 1], abs=1e-4)
 
 
 def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():

@@ -143,7 +143,7 @@ def collect_inputs(data: Path, background_split: str = "eval", clip_split: str =
         if background_split == "all" or (background_split == "eval" and bg_split_of(rel) == "eval"):
             bgs.append(BackgroundFile(rel, p, _kind(rel)))
         elif background_split == "val" and bg_split_of(rel) != "eval":
-            part = _validation_part(p)
+            part = validation_part(p)
             if part is not None:
                 bgs.append(BackgroundFile(rel, p, _kind(rel), part))
     if not snaps:
@@ -154,7 +154,7 @@ def collect_inputs(data: Path, background_split: str = "eval", clip_split: str =
     return Inputs(snaps, rejected, no_snaps, bgs)
 
 
-def _validation_part(path: Path) -> tuple[float, float] | None:
+def validation_part(path: Path) -> tuple[float, float] | None:
     """The share of a training background file that `snap-train train` keeps for validation
     (trainer.data: long files split by time, short ones by name); None when it holds none."""
     import soundfile as sf
