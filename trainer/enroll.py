@@ -810,9 +810,9 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     net.load_state_dict(states[chosen])
     cal, after, losses = cals[chosen], helds[chosen], all_losses[chosen]
     if len(cands) > 1:
-        say("candidates (held-back snaps found, false triggers in the held-back room + the shipped "
-            f"validation negatives): {', '.join(f'{c.snaps_found}, {c.room_false} + {c.shipped_false}' for c in cands)}"
-            f"; keeping {chosen + 1}")
+        say("fine-tunings: " + "; ".join(
+            f"{i + 1}: {c.snaps_found} held-back snaps found, {c.room_false} + {c.shipped_false} false triggers "
+            "(your room + the shipped validation negatives)" for i, c in enumerate(cands)) + f"; keeping {chosen + 1}")
     if cal.note:
         log.warning("threshold: %s", cal.note)
     score = make_scorer(net)
