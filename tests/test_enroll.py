@@ -410,3 +410,19 @@ def test_enrollment_without_drum_kits_warns_and_goes_on(tmp_path, caplog):
     assert str(tmp_path / "no-kits") in caplog.text and "without recorded look-alikes" in caplog.text
     assert len(bank.backgrounds["train"]) == 1  # nothing added
     assert en.add_shipped_lookalikes(bank, en.TuneConfig(lookalike_seconds=0)) == 0
+
+
+def test_enrollment_without_the_shipped_data_warns_and_chooses_by_the_room_alone(tmp_path, caplog):
+    d = _user_dir(tmp_path)
+    out = tmp_path / "alone.pt"
+    cfg = en.TuneConfig(steps=20, batch=16, seed=0)
+    with caplog.at_level("WARNING"):
+        r = en.enroll(d, out, default_model_path(), tmp_path / "no-data", cfg, shipped_clips=10, progress=False)
+    assert str(tmp_path / "no-data") in caplog.text and "your clips alone" in caplog.text
+    e = load_model(out).metadata.enrollment
+    assert e["shipped_data"] is None and e["channel"] is None
+    c = e["candidates"]
+    assert c["shipped_val_seconds"] == 0 and [t["shipped_false"] for t in c["tried"]] == [0, 0]
+    tried = [en.Candidate(**t) for t in c["tried"]]
+    assert c["chosen_seed"] == tried[en.pick_candidate(tried)].seed
+    assert r.shipped_before is None and "shipped validation" not in en.format_table(r)
