@@ -120,7 +120,7 @@ def enrolled(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     d = _user_dir(root)
     out = root / "mine.pt"
-    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60)
+    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, candidates=2)
     result = en.enroll(d, out, default_model_path(), FIX, cfg, holdout=0.2, shipped_clips=10, progress=False)
     return d, out, result
 
@@ -154,8 +154,8 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["fine_tuning"]["channel_match"] == en.TuneConfig.channel_match > 0
     gain = e["channel"]["gain_db"]
     assert gain["7500"] < gain["2000"] - 6 and e["channel"]["fir_taps"] > 16
-    # two fine-tunings (seeds 0 and 1), each measured on held-out negatives; the kept one is the
-    # one pick_candidate chooses, and its figures are the table's
+    # two fine-tunings (--candidates 2: seeds 0 and 1), each measured on held-out negatives; the
+    # kept one is the one pick_candidate chooses, and its figures are the table's
     c = e["candidates"]
     assert [t["seed"] for t in c["tried"]] == [0, 1]
     assert c["shipped_val_seconds"] == 0  # the fixtures hold no validation part: the room decides
@@ -415,7 +415,7 @@ def test_enrollment_without_drum_kits_warns_and_goes_on(tmp_path, caplog):
 def test_enrollment_without_the_shipped_data_warns_and_chooses_by_the_room_alone(tmp_path, caplog):
     d = _user_dir(tmp_path)
     out = tmp_path / "alone.pt"
-    cfg = en.TuneConfig(steps=20, batch=16, seed=0)
+    cfg = en.TuneConfig(steps=20, batch=16, seed=0, candidates=2)
     with caplog.at_level("WARNING"):
         r = en.enroll(d, out, default_model_path(), tmp_path / "no-data", cfg, shipped_clips=10, progress=False)
     assert str(tmp_path / "no-data") in caplog.text and "your clips alone" in caplog.text
