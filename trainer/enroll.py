@@ -23,7 +23,8 @@ Steps:
    the shipped data's validation negatives) among those that find about as many held-back snaps;
 5. write the model file (`trainer.export.export_model`) with the enrollment in its metadata and
    the base's follow threshold (`snap-train tune`; dropped if not below the new threshold), and
-   print a before/after table measured with the SnapPipeline on the held-back clips.
+   print a before/after table measured with the SnapPipeline on the held-back clips and on the
+   shipped data's validation negatives (does it fire more on other sounds now?).
 """
 
 from __future__ import annotations
