@@ -526,6 +526,9 @@ class TuneConfig:
     # end kept where it was. A minute of room gives a handful of such windows; alone they teach
     # the model those few sounds, not their kind
     hard_variants: float = 0.0
+    # with candidates > 1: keep the mean of the fine-tunings' weights (a soup, as `snap-train
+    # polish --soup` makes) instead of picking one; it is calibrated like a candidate
+    soup: bool = False
     seed: int = 0
 
 
@@ -833,7 +836,22 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         cals.append(cal)
         helds.append(held)
         all_losses.append(losses)
-    chosen = pick_candidate(cands)
+    if cfg.soup and len(states) > 1:
+        from trainer.polish import average_states
+
+        net.load_state_dict(average_states(states, [1.0 / len(states)] * len(states)))
+        score = make_scorer(net)
+        cal = calibrate(score)
+        held = heldout_figures(score, det_spec, cal.threshold, user)
+        cands.append(Candidate(-1, cal.threshold, held["snaps_found"], held["false_triggers"],
+                               count_false_triggers(score, det_spec, cal.threshold, val_negs), None))
+        states.append({k_: v.clone() for k_, v in net.state_dict().items()})
+        cals.append(cal)
+        helds.append(held)
+        all_losses.append(all_losses[0])
+        chosen = len(cands) - 1
+    else:
+        chosen = pick_candidate(cands)
     net.load_state_dict(states[chosen])
     cal, after, losses = cals[chosen], helds[chosen], all_losses[chosen]
     if len(cands) > 1:
