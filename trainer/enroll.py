@@ -521,32 +521,7 @@ class TuneConfig:
     # the validation negatives see it, but at matched recall two candidates gave more false
     # gestures in the user's own room than one (eight enrollments; docs/enrollment.md): not default
     candidates: int = 1
-    # share of the draws from the user's own mined false triggers played as a variant: 0.85-1.18x
-    # speed, pitch and decay together (another knock on another table, another key), the window's
-    # end kept where it was. A minute of room gives a handful of such windows; alone they teach
-    # the model those few sounds, not their kind
-    hard_variants: float = 0.0
-    # with candidates > 1: keep the mean of the fine-tunings' weights (a soup, as `snap-train
-    # polish --soup` makes) instead of picking one; it is calibrated like a candidate
-    soup: bool = False
     seed: int = 0
-
-
-def speed_variant(x: np.ndarray, end: int, window: int, factor: float, pad: int = 256) -> np.ndarray:
-    """The `window` samples of `x` that end at `end`, played `factor` times faster, the end kept in
-    place: a sound that lay d samples before the end lies d / factor before it. Resampled with
-    `pad` samples of real audio on both sides where `x` has them, so the filter's edges fall
-    outside the window; zero-padded where `x` starts too late."""
-    from trainer import augment as aug
-
-    a = max(0, end - int(math.ceil((window + pad) * factor)))
-    b = min(len(x), end + int(math.ceil(pad * factor)))
-    y = aug.speed(x[a:b], factor)
-    stop = min(len(y), int(round((end - a) / factor)))
-    w = y[max(0, stop - window): stop]
-    if len(w) < window:
-        w = np.pad(w, (window - len(w), 0))
-    return np.asarray(w, dtype=np.float32)
 
 
 class BatchMaker:
@@ -585,9 +560,6 @@ class BatchMaker:
         i, start = self._pick_hard(rng)
         x = self.room[i]
         s = int(np.clip(start + rng.integers(-2 * self.hop, 2 * self.hop + 1), 0, max(0, len(x) - self.window)))
-        if i < self.user_recordings and self.cfg.hard_variants > 0 and rng.random() < self.cfg.hard_variants:
-            factor = float(np.exp(rng.uniform(np.log(0.85), np.log(1.18))))
-            return aug.random_gain(speed_variant(x, s + self.window, self.window, factor), rng, -6.0, 6.0)
         w = x[s: s + self.window]
         if len(w) < self.window:
             w = np.pad(w, (0, self.window - len(w)))
@@ -836,22 +808,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         cals.append(cal)
         helds.append(held)
         all_losses.append(losses)
-    if cfg.soup and len(states) > 1:
-        from trainer.polish import average_states
-
-        net.load_state_dict(average_states(states, [1.0 / len(states)] * len(states)))
-        score = make_scorer(net)
-        cal = calibrate(score)
-        held = heldout_figures(score, det_spec, cal.threshold, user)
-        cands.append(Candidate(-1, cal.threshold, held["snaps_found"], held["false_triggers"],
-                               count_false_triggers(score, det_spec, cal.threshold, val_negs), None))
-        states.append({k_: v.clone() for k_, v in net.state_dict().items()})
-        cals.append(cal)
-        helds.append(held)
-        all_losses.append(all_losses[0])
-        chosen = len(cands) - 1
-    else:
-        chosen = pick_candidate(cands)
+    chosen = pick_candidate(cands)
     net.load_state_dict(states[chosen])
     cal, after, losses = cals[chosen], helds[chosen], all_losses[chosen]
     if len(cands) > 1:
