@@ -122,33 +122,3 @@ def test_batches_play_shipped_windows_through_the_users_channel_at_the_set_share
     assert all(np.all(bm._hard(rng) < 0) for _ in range(20))
     bm.cfg = en.TuneConfig(channel_match=0.0)
     assert all(np.all(bm._hard(rng) > 0) for _ in range(20))
-
-
-def test_reverb_ir_has_its_level_and_decay():
-    from trainer.channel import reverb_ir
-
-    ir = reverb_ir(0.4, 3.0, RATE)
-    assert ir[0] == 1.0 and not ir[1:int(0.002 * RATE)].any()  # the direct sound, then 2 ms of nothing
-    tail = ir[1:].astype(np.float64)
-    assert 10 * np.log10(np.sum(tail ** 2)) == pytest.approx(3.0, abs=0.01)
-    # 60 dB per 0.4 s: 15 dB per 0.1 s, as measured over 10 ms stretches
-    e = lambda t: np.mean(tail[int(t * RATE): int((t + 0.01) * RATE)] ** 2)
-    assert 10 * np.log10(e(0.02) / e(0.12)) == pytest.approx(15.0, abs=3.0)
-
-
-def test_estimate_reverb_finds_the_users_tail_and_none_for_dry_snaps():
-    from scipy.signal import fftconvolve
-
-    from trainer.channel import decay_curve, estimate_reverb, reverb_ir
-
-    rng = np.random.default_rng(3)
-    reference = _bursts(30, rng)
-    ir = reverb_ir(0.6, 6.0, RATE, seed=5)
-    user = [SnapClip(c.name, fftconvolve(c.samples, ir)[:len(c.samples)].astype(np.float32), c.onset)
-            for c in _bursts(30, rng)]
-    assert decay_curve(user, RATE)[-1] > decay_curve(reference, RATE)[-1] + 10  # the tail holds the level up
-    rv = estimate_reverb(user, reference, RATE)
-    assert rv is not None and rv.rt60 in (0.4, 0.6, 0.9) and abs(rv.level_db - 6.0) <= 3.0
-    after = decay_curve(reference, RATE, ir=rv.ir)
-    assert np.max(np.abs(after - decay_curve(user, RATE))) < 3.0  # the reference now decays like the user's
-    assert estimate_reverb(reference, _bursts(30, rng), RATE) is None  # as dry as the reference: no tail

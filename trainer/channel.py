@@ -29,7 +29,6 @@ class Channel:
     n_fft: int
     gain_db: np.ndarray
     fir: np.ndarray
-    reverb: dict | None = None  # the room's tail folded into `fir` (estimate_reverb), if any
 
     def gain_at(self, hz: float) -> float:
         k = int(round(hz * self.n_fft / self.sample_rate))
@@ -38,11 +37,8 @@ class Channel:
     def summary(self) -> dict:
         """A few points of the curve, for a model's metadata."""
         points = [125, 250, 500, 1000, 2000, 4000, 6000, 7500]
-        out = {"gain_db": {str(f): round(self.gain_at(f), 1) for f in points if f < self.sample_rate / 2},
-               "fir_taps": int(len(self.fir))}
-        if self.reverb is not None:
-            out["reverb"] = dict(self.reverb)
-        return out
+        return {"gain_db": {str(f): round(self.gain_at(f), 1) for f in points if f < self.sample_rate / 2},
+                "fir_taps": int(len(self.fir))}
 
 
 def mean_snap_power(clips, n_fft: int = N_FFT, pre: int = PRE) -> np.ndarray:
@@ -111,81 +107,3 @@ def apply_channel(x: np.ndarray, channel: Channel) -> np.ndarray:
     if not len(x):
         return x
     return fftconvolve(x, channel.fir)[:len(x)].astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# the room's tail: the EQ above is 16 ms long, a room rings for hundreds
-
-DECAY_MS = (10, 25, 50, 100)  # where decays are compared: inside what a 250 ms window sees after an onset
-
-
-@dataclass(frozen=True)
-class Reverb:
-    """A synthetic late tail: exponentially decaying noise, `level_db` against the direct sound's
-    unit impulse (energy of the tail against 1), 60 dB down after `rt60` seconds."""
-
-    rt60: float
-    level_db: float
-    ir: np.ndarray  # the impulse response, direct sound first
-
-
-def reverb_ir(rt60: float, level_db: float, sample_rate: int, seconds: float = 0.3, seed: int = 0) -> np.ndarray:
-    """1 (the direct sound) followed, from 2 ms, by Gaussian noise decaying 60 dB per `rt60` with
-    total energy 10^(level_db / 10)."""
-    n = max(2, int(seconds * sample_rate))
-    t = np.arange(n) / sample_rate
-    tail = np.random.default_rng(seed).standard_normal(n) * 10 ** (-3.0 * t / rt60)
-    tail[t < 0.002] = 0.0
-    tail *= np.sqrt(10 ** (level_db / 10) / max(np.sum(tail ** 2), 1e-12))
-    tail[0] = 1.0
-    return tail.astype(np.float32)
-
-
-def decay_curve(clips, sample_rate: int, times_ms=DECAY_MS, ir: np.ndarray | None = None) -> np.ndarray:
-    """Median level, dB under each snap's first 20 ms peak, of the 300 Hz high-passed envelope
-    (5 ms mean) at `times_ms` after the onset; each clip first filtered with `ir` when given."""
-    from snap_mqtt.onset import envelope
-
-    rows = []
-    end = int(max(times_ms) * sample_rate / 1000) + int(0.005 * sample_rate)
-    for c in clips:
-        x = np.asarray(c.samples, dtype=np.float64)
-        o = int(c.onset)
-        seg = x[max(0, o - 256): o + end + 256]
-        o -= max(0, o - 256)
-        if len(seg) < o + end:
-            continue
-        if ir is not None:
-            seg = fftconvolve(seg, ir)[:len(seg)]
-        env = envelope(seg, sample_rate, cutoff_hz=300.0, smooth_ms=5.0)
-        peak = env[o: o + int(0.02 * sample_rate)].max()
-        if peak <= 1e-9:
-            continue
-        w = int(0.005 * sample_rate)
-        rows.append([20 * np.log10(env[o + int(ms * sample_rate / 1000): o + int(ms * sample_rate / 1000) + w].mean() / peak + 1e-9)
-                     for ms in times_ms])
-    if not rows:
-        raise ValueError("no snap clip long enough to measure a decay")
-    return np.median(np.array(rows), axis=0)
-
-
-def estimate_reverb(user_snaps, reference_snaps, sample_rate: int, fir: np.ndarray | None = None,
-                    rt60s=(0.15, 0.25, 0.4, 0.6, 0.9), levels_db=tuple(range(-24, 13, 3)),
-                    n_reference: int = 40, seed: int = 0) -> Reverb | None:
-    """The tail that, after `fir`, makes the reference snaps decay most like the user's (least
-    squares over `DECAY_MS`); None when the reference snaps decay as slowly as the user's already
-    (no tail fits better than none)."""
-    want = decay_curve(user_snaps, sample_rate)
-    rng = np.random.default_rng([seed, 11])
-    refs = list(reference_snaps)
-    if len(refs) > n_reference:
-        refs = [refs[i] for i in sorted(rng.choice(len(refs), n_reference, replace=False))]
-    base_ir = np.ones(1, np.float32) if fir is None else np.asarray(fir, np.float32)
-    best = (float(np.sum((decay_curve(refs, sample_rate, ir=base_ir) - want) ** 2)), None)
-    for rt60 in rt60s:
-        for level in levels_db:
-            ir = reverb_ir(rt60, level, sample_rate, seed=seed)
-            err = float(np.sum((decay_curve(refs, sample_rate, ir=np.convolve(base_ir, ir)) - want) ** 2))
-            if err < best[0]:
-                best = (err, Reverb(float(rt60), float(level), ir))
-    return best[1]

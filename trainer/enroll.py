@@ -515,9 +515,6 @@ class TuneConfig:
     # rooms gave 29 / 49 / 26 false gestures per hour (32 / 39 / 36 with the snaps too) and the
     # shipped test scenes 36 / 72 / 80 (12 / 40 / 36)
     channel_positives: bool = True
-    # the room's tail too (trainer.channel.estimate_reverb): the EQ is 16 ms long, while the
-    # simulated persons' snaps stay within 3 dB of their peak for 50 ms (the shipped snaps: 8 dB down)
-    channel_reverb: bool = False
     # fine-tunings from different seeds, the one with the fewest false triggers on held-out
     # negatives kept (`pick_candidate`). How much an enrollment costs the shipped data varies with
     # the seed (simulated person 3: 32 or 96 false gestures per hour on the shipped test scenes) and
@@ -765,17 +762,8 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         from trainer.channel import estimate_channel
 
         channel = estimate_channel(user.snaps_train or user.snaps_held, shipped.snaps["train"], rate)
-        say(f"your channel (hand, room, mic) against the shipped snaps, dB: {channel.summary()['gain_db']}")
-        if cfg.channel_reverb:
-            from trainer.channel import estimate_reverb
-
-            reverb = estimate_reverb(user.snaps_train or user.snaps_held, shipped.snaps["train"], rate,
-                                     fir=channel.fir, seed=cfg.seed)
-            if reverb is not None:
-                channel = replace(channel, fir=np.convolve(channel.fir, reverb.ir).astype(np.float32),
-                                  reverb={"rt60": reverb.rt60, "level_db": reverb.level_db})
-                say(f"your room's tail: RT60 {reverb.rt60:.2f} s at {reverb.level_db:+.0f} dB against the direct sound")
         batches.channel = channel
+        say(f"your channel (hand, room, mic) against the shipped snaps, dB: {channel.summary()['gain_db']}")
 
     def remine(current) -> None:
         more, _ = mine_hard_negatives(make_scorer(current), det_spec, meta.threshold, pool, cfg.near_miss)
