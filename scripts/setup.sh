@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 pkgs=(mosquitto mosquitto-clients libportaudio2 pulseaudio pulseaudio-utils)
 # the trainer plays recorded claps, clicks and knocks from Hydrogen's drum kits (trainer/drumkits.py;
-# ~140 MB, no dependencies)
-case " $* " in *" train "*) pkgs+=(hydrogen-drumkits) ;; esac
+# ~140 MB, no dependencies) and, for evaluation only, a buckling-spring keyboard (trainer/keyboard.py;
+# 2.6 MB)
+case " $* " in *" train "*) pkgs+=(hydrogen-drumkits bucklespring-data) ;; esac
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -114,18 +114,31 @@ def test_lookalike_track_places_series_of_hits_at_their_times(kits: Path):
         assert np.abs(added[int((t - 0.05) * SR): int((t - 0.01) * SR)]).max() < 0.2 * np.abs(added[span]).max()
 
 
-def test_lookalikes_cli_builds_an_evaluation_set_that_evaluate_reads(kits: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def keyboard(tmp_path_factory) -> Path:
+    """Two keys down and up, a third without its release (skipped), as bucklespring-data names them."""
+    root = tmp_path_factory.mktemp("buckle")
+    rng = np.random.default_rng(5)
+    for name in ("01-0", "01-1", "1c-0", "1c-1", "39-0"):
+        sf.write(str(root / f"{name}.wav"), (_click(rng) * 0.4).astype(np.float32), 44100)
+    (root / "README").write_text("not a key")
+    return root
+
+
+def test_lookalikes_cli_builds_an_evaluation_set_that_evaluate_reads(kits: Path, keyboard: Path, tmp_path: Path):
     out = tmp_path / "look"
     args = ["lookalikes", "--data", str(FIX), "--out", str(out), "--kits", str(kits), "--seconds", "20",
-            "--scenes", "2", "--background-split", "all"]
+            "--scenes", "2", "--background-split", "all", "--keyboard", str(keyboard)]
     assert cli.main(args) == 0
     index = json.loads((out / "scenes.json").read_text())
     kinds = [n["kind"] for n in index["negatives"]]
-    assert kinds == ["bed", "claps", "knocks"]
+    assert kinds == ["bed", "claps", "knocks", "typing"]
     assert index["negatives"][0]["hits"] == 0 and all(n["hits"] > 0 for n in index["negatives"][1:])
+    assert index["lookalikes"]["keyboard"]["keys"] == 2
     for n in index["negatives"]:
         assert read_audio(out / n["file"]).samples.shape[0] == pytest.approx(20 * SR, abs=2)
-        assert all(e["kit"] in ("Gimme A Hand 1.0", "Homemade") for e in n["events"])  # evaluation kits only
+        assert all(e.get("kit", "Gimme A Hand 1.0") in ("Gimme A Hand 1.0", "Homemade")
+                   for e in n["events"])  # evaluation kits only
     assert len(index["scenes"]) == 2
     errors = []
     for s in index["scenes"]:
@@ -145,10 +158,27 @@ def test_lookalikes_cli_builds_an_evaluation_set_that_evaluate_reads(kits: Path,
     ev = tmp_path / "ev"
     assert cli.main(["evaluate", "--scenes", str(out), "--baselines", "none", "--out", str(ev), "--sweep", "0.5"]) == 0
     res = json.loads((ev / "evaluation.json").read_text())["detectors"]["ours"]
-    assert set(res["by_kind"]) == {"bed", "claps", "knocks", "other hand"}
+    assert set(res["by_kind"]) == {"bed", "claps", "knocks", "typing", "other hand"}
     assert res["by_kind"]["claps"]["negatives"]["hours"] == pytest.approx(20 / 3600)
     snaps = res["by_kind"]["other hand"]["snaps"]
     assert snaps["tp"] + snaps["fn"] == sum(len(s["snaps"]) for s in index["scenes"])
+
+
+def test_lookalikes_without_the_keyboard_warn_and_leave_the_rest_as_it_was(kits: Path, keyboard: Path,
+                                                                           tmp_path: Path, caplog):
+    common = dict(seed=3, seconds_per_kind=12.0, n_scenes=1, background_split="all")
+    with_keys = build_lookalike_set(FIX, tmp_path / "a", kits, keyboard=keyboard, **common)
+    with caplog.at_level("WARNING"):
+        without = build_lookalike_set(FIX, tmp_path / "b", kits, keyboard=tmp_path / "no-keyboard", **common)
+    assert "typing not measured" in caplog.text and str(tmp_path / "no-keyboard") in caplog.text
+    assert [n["kind"] for n in without["negatives"]] == ["bed", "claps", "knocks"]
+    assert without["lookalikes"]["keyboard"] is None
+    # the typing is drawn last: every other recording is the same, sample for sample
+    for n in without["negatives"] + without["scenes"]:
+        a = read_audio(tmp_path / "a" / n["file"]).samples
+        b = read_audio(tmp_path / "b" / n["file"]).samples
+        assert np.array_equal(a, b), n["file"]
+    assert [n["kind"] for n in with_keys["negatives"]][-1] == "typing"
 
 
 def test_lookalikes_cli_names_a_missing_kits_folder(tmp_path: Path, capsys):

@@ -246,11 +246,13 @@ def other_hand_scene(snaps: list[Hit], bed: np.ndarray, rate: int, rooms_: list,
 
 def build_lookalike_set(data: Path, out: Path, kits: Path = DEFAULT_ROOT, seed: int = 0,
                         seconds_per_kind: float = 600.0, n_scenes: int = 12, rate: int = 16000,
-                        background_split: str = "eval") -> dict:
+                        background_split: str = "eval", keyboard: Path | None = None) -> dict:
     """Evaluation recordings from the eval kits (never trained on), in `snap-train scenes`' format:
     negatives/<kind>.flac with claps, clicks, knocks, clinks and snares in simulated rooms over quiet
     held-out room sound, negatives/bed.flac (the same kind of bed, no hits: the control), and
-    scenes of another hand's finger snaps (`snap-train evaluate --scenes OUT`)."""
+    scenes of another hand's finger snaps (`snap-train evaluate --scenes OUT`); with the keyboard
+    recordings (`trainer.keyboard`; `keyboard`, default its package's folder) also
+    negatives/typing.flac, drawn from a random stream of its own so that the rest stays as before."""
     from snap_mqtt.audio_io import write_audio_atomic
     from trainer import __version__
     from trainer.cli import UsageError
@@ -302,12 +304,42 @@ def build_lookalike_set(data: Path, out: Path, kits: Path = DEFAULT_ROOT, seed: 
         write_audio_atomic(out / name, audio, rate, subtype="PCM_24")
         scenes.append({"file": name, "sample_rate": rate, "seconds": len(audio) / rate, "kind": "other hand",
                        "snaps": placed, "gestures": gestures})
+    typing = _typing_negative(out, keyboard, seconds_per_kind, rate, rooms_, quiet_bed, seed)
+    if typing is not None:
+        negatives.append(typing)
     index = {"format": "snap-mqtt-scenes", "version": 1, "trainer_version": __version__, "seed": seed,
              "lookalikes": {"kits": str(kits), "split": "eval",
                             "kit_licences": {k: v[0] for k, v in KIT_LICENCES.items() if v[1] == "eval"},
-                            "room_seeds": list(EVAL_ROOM_SEEDS)},
+                            "room_seeds": list(EVAL_ROOM_SEEDS),
+                            "keyboard": None if typing is None else typing["keyboard"]},
              "scenes": scenes, "negatives": negatives}
     return write_index(out, index)
+
+
+def _typing_negative(out: Path, keyboard: Path | None, seconds: float, rate: int, rooms_: list,
+                     quiet_bed, seed: int) -> dict | None:
+    """negatives/typing.flac (trainer.keyboard), or None with a warning when the recordings are absent."""
+    from snap_mqtt.audio_io import write_audio_atomic
+    from trainer import keyboard as kb
+
+    root = kb.DEFAULT_ROOT if keyboard is None else keyboard
+    try:
+        keys = kb.load_keys(root, rate)
+    except FileNotFoundError as exc:
+        log.warning("typing not measured: %s", exc)
+        return None
+    if not keys:
+        log.warning("typing not measured: %s holds no key recordings", root)
+        return None
+    rng = np.random.default_rng([seed, 0x7E7])
+    bed = quiet_bed(seconds)  # drawn last from the set's stream, so the rest of the set stays as it was
+    x, events = kb.typing_track(keys, bed, rate, rooms_, rng)
+    name = "negatives/typing.flac"
+    write_audio_atomic(out / name, x, rate, subtype="PCM_24")
+    log.info("%s: %d key strokes", name, len(events))
+    return {"file": name, "kind": "typing", "sample_rate": rate, "seconds": len(x) / rate, "hits": len(events),
+            "sources": [f"{kb.PACKAGE}: {len(keys)} keys"], "events": events,
+            "keyboard": {"package": kb.PACKAGE, "licence": kb.LICENCE, "folder": str(root), "keys": len(keys)}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +356,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=12, help="30 s scenes of another hand's snaps (default 12)")
     parser.add_argument("--background-split", choices=["eval", "all"], default="eval",
                         help="which backgrounds make the room sound: held out of training (default) or all")
+    parser.add_argument("--keyboard", type=Path, default=None,
+                        help="buckling-spring keyboard recordings for negatives/typing.flac "
+                             "(default: /usr/share/buckle/wav, Debian's bucklespring-data; absent: typing not measured)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -332,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds < 10 or args.scenes < 1:
         raise UsageError("--seconds must be >= 10 and --scenes >= 1")
     index = build_lookalike_set(args.data, args.out, args.kits, args.seed, args.seconds, args.scenes,
-                                background_split=args.background_split)
+                                background_split=args.background_split, keyboard=args.keyboard)
     for n in index["negatives"]:
         print(f"{n['file']}: {n['seconds']:.0f} s, {n['hits']} hits")
     n_snaps = sum(len(s["snaps"]) for s in index["scenes"])

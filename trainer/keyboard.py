@@ -1,0 +1,119 @@
+"""Typing on a mechanical keyboard, recorded: an evaluation look-alike from Debian's
+`bucklespring-data` (an IBM Model M's buckling-spring keys, one recording of each key going down
+and coming up; GPL-2.0-or-later).
+
+Typing is one of the sounds a listener in a study or living room hears for hours, and a buckling
+spring's click is sharp and loud. Our data's keyboard recordings are held out in part, but they are
+few and from one room. These keys are only ever *played to* a model (`snap-train lookalikes` adds
+`negatives/typing.flac` when the package is installed), never trained on, never copied into the
+repository.
+
+Typing is played the way people type: words of 2-9 keys at 5-9 keys a second, each key's release
+60-140 ms after its press, a space between words, phrases of 2-8 words, pauses of 0.5-4 s between
+phrases; one keyboard in one place of a simulated room per phrase (`trainer.drumkits`' evaluation
+rooms and microphones), over quiet room sound.
+
+    apt-get install -y --no-install-recommends bucklespring-data   # 2.6 MB, /usr/share/buckle/wav
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from snap_mqtt.audio_io import AudioFileError, read_audio
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/usr/share/buckle/wav")
+PACKAGE = "bucklespring-data"
+LICENCE = "GPL-2.0-or-later"
+_NAME = re.compile(r"^([0-9a-f]{2})-([01])\.wav$", re.I)  # <scan code>-<0 down, 1 up>.wav
+
+
+@dataclass(frozen=True)
+class Key:
+    code: str  # the key's scan code, as the file names give it
+    down: np.ndarray  # mono float32 at the rate asked for
+    up: np.ndarray
+
+
+def load_keys(root: Path, rate: int) -> list[Key]:
+    """Every key with both a press and a release recording under `root`, resampled to `rate`."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no keyboard recordings here "
+                                f"(apt-get install -y --no-install-recommends {PACKAGE})")
+    found: dict[str, dict[str, np.ndarray]] = {}
+    for f in sorted(root.iterdir()):
+        m = _NAME.match(f.name)
+        if not m:
+            continue
+        try:
+            a = read_audio(f, rate).samples
+        except AudioFileError as exc:
+            log.warning("skipped %s: %s", f, exc)
+            continue
+        found.setdefault(m.group(1).lower(), {})["down" if m.group(2) == "0" else "up"] = a.astype(np.float32)
+    return [Key(code, d["down"], d["up"]) for code, d in sorted(found.items()) if "down" in d and "up" in d]
+
+
+def typing_track(keys: list[Key], bed: np.ndarray, rate: int, rooms_: list, rng: np.random.Generator,
+                 snr_db: tuple[float, float] = (5.0, 30.0)) -> tuple[np.ndarray, list[dict]]:
+    """`bed` (room sound at `rate`) with phrases typed on `keys`, each phrase from one place in one
+    room at one local SNR (within `snr_db`, +-2 dB per key). Returns (audio, events): one event per
+    key press and per release, with its time in seconds."""
+    if not keys:
+        raise ValueError("no keys to type on")
+    quiet = np.asarray(bed, dtype=np.float64)
+    out = quiet.copy()
+    seconds = len(out) / rate
+    events: list[dict] = []
+    t = float(rng.uniform(0.5, 2.0))
+    while t < seconds - 1.0:
+        room = rooms_[int(rng.integers(len(rooms_)))]
+        rir = room.snap_rirs[int(rng.integers(len(room.snap_rirs)))]  # the keyboard stays put
+        level = float(rng.uniform(*snr_db))
+        for _ in range(int(rng.integers(2, 9))):  # words
+            for _ in range(int(rng.integers(2, 10))):  # keys, then the space bar's turn below
+                t = _type_key(out, quiet, keys[int(rng.integers(len(keys)))], t, room, rir, level, rate, rng,
+                              events, snr_db)
+                if t >= seconds - 1.0:
+                    break
+            if t >= seconds - 1.0:
+                break
+            t += float(rng.uniform(0.05, 0.25))  # between words
+        t += float(rng.uniform(0.5, 4.0))  # between phrases
+    peak = float(np.max(np.abs(out))) if len(out) else 0.0
+    return (out * (0.95 / peak) if peak > 0.95 else out).astype(np.float32), events
+
+
+def _type_key(out: np.ndarray, quiet: np.ndarray, key: Key, t: float, room, rir: np.ndarray, level: float,
+              rate: int, rng: np.random.Generator, events: list[dict], snr_db: tuple[float, float]) -> float:
+    """One key down and up at `t` (seconds) into `out`, each stroke at its local SNR over the room
+    sound alone (`quiet`: not over the keys before it, or a phrase would grow louder key by key);
+    returns when the next key goes down."""
+    from scipy.signal import fftconvolve
+
+    from snap_mqtt.onset import find_onset
+
+    hold = float(rng.uniform(0.06, 0.14))
+    for what, dry, at_s in (("down", key.down, t), ("up", key.up, t + hold)):
+        wet = room.mic(fftconvolve(dry, rir))
+        o = find_onset(wet, room.rate)
+        onset = o.index if o is not None else 0
+        at = int(at_s * rate)
+        start = at - onset
+        if start < 0 or start + len(wet) > len(out):
+            continue
+        after = slice(onset, onset + int(0.25 * rate))
+        key_rms = float(np.sqrt(np.mean(wet[after] ** 2)))
+        bed_rms = max(float(np.sqrt(np.mean(quiet[at: at + int(0.25 * rate)] ** 2))), 1e-4)
+        snr = float(np.clip(level + rng.uniform(-2, 2), *snr_db))
+        out[start: start + len(wet)] += wet * (bed_rms * 10 ** (snr / 20) / max(key_rms, 1e-12))
+        events.append({"kind": "typing", "key": key.code, "stroke": what, "time": round(at / rate, 4),
+                       "snr_db": round(snr, 1)})
+    return t + float(rng.uniform(1 / 9, 1 / 5))
