@@ -60,3 +60,53 @@ def test_typing_track_types_at_a_persons_pace_at_the_levels_it_says():
     for d in downs[:20]:
         at = int(d["time"] * SR)
         assert np.abs(added[at: at + int(0.01 * SR)]).max() > 3 * np.abs(bed[at: at + int(0.01 * SR)]).max()
+
+
+def _keyboard(root: Path, codes: list[str]) -> Path:
+    rng = np.random.default_rng(7)
+    for c in codes:
+        for stroke in ("0", "1"):
+            sf.write(str(root / f"{c}-{stroke}.wav"), _stroke(rng, 2500)[::2].astype(np.float32), 22050)
+    return root
+
+
+def test_keys_split_in_two_halves_for_good(tmp_path: Path):
+    from trainer.keyboard import key_split
+
+    codes = [f"{i:02x}" for i in range(1, 41)]
+    _keyboard(tmp_path, codes)
+    train = {k.code for k in load_keys(tmp_path, SR, "train")}
+    evals = {k.code for k in load_keys(tmp_path, SR, "eval")}
+    assert train and evals and not train & evals and train | evals == set(codes)
+    assert 0.25 < len(train) / len(codes) < 0.75
+    assert all(key_split(c) == "train" for c in train) and key_split("1C") == key_split("1c")
+
+
+def test_training_typing_uses_the_train_keys_and_joins_the_training_backgrounds(tmp_path: Path):
+    from trainer.data import ClipBank, add_typing
+    from trainer.keyboard import key_split, training_tracks
+
+    codes = [f"{i:02x}" for i in range(1, 21)]
+    _keyboard(tmp_path, codes)
+    rng = np.random.default_rng(0)
+    beds = [(rng.standard_normal(3 * SR) * 0.01).astype(np.float32)]
+    tracks = training_tracks(SR, 20.0, beds, tmp_path, seed=1, track_seconds=10.0)
+    assert len(tracks) == 2 and all(len(t) == 10 * SR for t in tracks)
+    bank = ClipBank(sample_rate=SR)
+    bank.backgrounds["train"] = list(beds)
+    bank.background_kinds["train"] = ["household"]
+    assert add_typing(bank, 60.0, tmp_path, seed=1) == 60  # in 30 s tracks
+    assert bank.background_kinds["train"] == ["household", "typing", "typing"]
+    # a keyboard with only evaluation keys gives no training typing
+    only_eval = tmp_path / "eval-only"
+    only_eval.mkdir()
+    _keyboard(only_eval, [c for c in codes if key_split(c) == "eval"])
+    with pytest.raises(FileNotFoundError, match="no training keys"):
+        training_tracks(SR, 10.0, beds, only_eval)
+
+
+def test_train_and_polish_refuse_bad_typing_seconds(capsys):
+    from trainer import cli
+
+    assert cli.main(["polish", "models/snap-default.pt", "--out", "/tmp/never.pt", "--typing", "-1"]) == 2
+    assert "--typing" in capsys.readouterr().err

@@ -280,6 +280,19 @@ def add_music_packages(bank: ClipBank, seconds: float, root: Path = Path("/"), s
     return _add_backgrounds(bank, training_tracks(bank.sample_rate, seconds, root, seed), "music", split)
 
 
+def add_typing(bank: ClipBank, seconds: float, root: Path | None = None, seed: int = 0, split: str = "train") -> int:
+    """Add `seconds` of typing on the train half of the buckling-spring keyboard's keys
+    (`trainer.keyboard`; the eval half is never used) to a part's backgrounds as keyboard sound.
+    Returns the seconds added."""
+    from trainer import keyboard as kb
+
+    if seconds <= 0:
+        return 0
+    tracks = kb.training_tracks(bank.sample_rate, seconds, list(bank.backgrounds[split]),
+                                kb.DEFAULT_ROOT if root is None else root, seed)
+    return _add_backgrounds(bank, tracks, "typing", split)
+
+
 def _add_backgrounds(bank: ClipBank, tracks: list[np.ndarray], kind: str, split: str) -> int:
     """Append `tracks` to a part's backgrounds as `kind`; returns the seconds added."""
     for x in tracks:

@@ -324,7 +324,7 @@ def _typing_negative(out: Path, keyboard: Path | None, seconds: float, rate: int
 
     root = kb.DEFAULT_ROOT if keyboard is None else keyboard
     try:
-        keys = kb.load_keys(root, rate)
+        keys = kb.load_keys(root, rate, "eval")
     except FileNotFoundError as exc:
         log.warning("typing not measured: %s", exc)
         return None
@@ -338,8 +338,9 @@ def _typing_negative(out: Path, keyboard: Path | None, seconds: float, rate: int
     write_audio_atomic(out / name, x, rate, subtype="PCM_24")
     log.info("%s: %d key strokes", name, len(events))
     return {"file": name, "kind": "typing", "sample_rate": rate, "seconds": len(x) / rate, "hits": len(events),
-            "sources": [f"{kb.PACKAGE}: {len(keys)} keys"], "events": events,
-            "keyboard": {"package": kb.PACKAGE, "licence": kb.LICENCE, "folder": str(root), "keys": len(keys)}}
+            "sources": [f"{kb.PACKAGE}: {len(keys)} keys (the eval half)"], "events": events,
+            "keyboard": {"package": kb.PACKAGE, "licence": kb.LICENCE, "folder": str(root), "keys": len(keys),
+                         "split": "eval"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,15 +395,21 @@ def training_tracks(rate: int, seconds: float, beds: list[np.ndarray], kits: Pat
     n = int(track_seconds * rate)
     out = []
     for _ in range(max(1, int(round(seconds / track_seconds)))):
-        parts, total = [], 0
-        while total < n:  # stretches of random beds, joined
-            b = beds[int(rng.integers(len(beds)))]
-            s0 = int(rng.integers(0, max(1, len(b) - n)))
-            parts.append(b[s0:s0 + n - total])
-            total += len(parts[-1])
-        bed = np.concatenate(parts).astype(np.float64)
-        bed *= 10 ** (rng.uniform(-45, -30) / 20) / max(float(np.sqrt(np.mean(bed ** 2))), 1e-9)
-        bed += rng.standard_normal(n) * 10 ** (rng.uniform(-72, -62) / 20)
-        x, _ = lookalike_track(hits, bed, rate, rooms_, rng, every=(0.8, 2.5))
+        x, _ = lookalike_track(hits, quiet_stretch(beds, n, rng), rate, rooms_, rng, every=(0.8, 2.5))
         out.append(x)
     return out
+
+
+def quiet_stretch(beds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of random stretches of `beds`, joined, turned down to a quiet room (-45..-30
+    dBFS), plus a microphone noise floor: what training look-alikes are played over."""
+    parts, total = [], 0
+    while total < n:
+        b = beds[int(rng.integers(len(beds)))]
+        s0 = int(rng.integers(0, max(1, len(b) - n)))
+        parts.append(b[s0:s0 + n - total])
+        total += len(parts[-1])
+    bed = np.concatenate(parts).astype(np.float64)
+    bed *= 10 ** (rng.uniform(-45, -30) / 20) / max(float(np.sqrt(np.mean(bed ** 2))), 1e-9)
+    bed += rng.standard_normal(n) * 10 ** (rng.uniform(-72, -62) / 20)
+    return bed

@@ -4,9 +4,12 @@ and coming up; GPL-2.0-or-later).
 
 Typing is one of the sounds a listener in a study or living room hears for hours, and a buckling
 spring's click is sharp and loud. Our data's keyboard recordings are held out in part, but they are
-few and from one room. These keys are only ever *played to* a model (`snap-train lookalikes` adds
-`negatives/typing.flac` when the package is installed), never trained on, never copied into the
-repository.
+few, quiet and from one room. There is one such keyboard, so its keys are split in two by a hash
+of their scan codes (`key_split`): the **eval** half is only ever *played to* a model
+(`snap-train lookalikes` adds `negatives/typing.flac` when the package is installed), the **train**
+half may be typed into the training negatives (`--typing SECONDS`). A model trained on the one half
+has heard this keyboard, if not these keys: the eval half then says less about other keyboards.
+Nothing is copied into the repository.
 
 Typing is played the way people type: words of 2-9 keys at 5-9 keys a second, each key's release
 60-140 ms after its press, a space between words, phrases of 2-8 words, pauses of 0.5-4 s between
@@ -42,8 +45,16 @@ class Key:
     up: np.ndarray
 
 
-def load_keys(root: Path, rate: int) -> list[Key]:
-    """Every key with both a press and a release recording under `root`, resampled to `rate`."""
+def key_split(code: str) -> str:
+    """"train" or "eval" for a key, by a hash of its scan code: about half each, fixed for good."""
+    import hashlib
+
+    return "train" if hashlib.sha1(f"keyboard:{code.lower()}".encode()).digest()[0] < 128 else "eval"
+
+
+def load_keys(root: Path, rate: int, split: str | None = None) -> list[Key]:
+    """Every key with both a press and a release recording under `root`, resampled to `rate`; only
+    the keys of `split` ("train" or "eval") when given."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no keyboard recordings here "
                                 f"(apt-get install -y --no-install-recommends {PACKAGE})")
@@ -58,7 +69,8 @@ def load_keys(root: Path, rate: int) -> list[Key]:
             log.warning("skipped %s: %s", f, exc)
             continue
         found.setdefault(m.group(1).lower(), {})["down" if m.group(2) == "0" else "up"] = a.astype(np.float32)
-    return [Key(code, d["down"], d["up"]) for code, d in sorted(found.items()) if "down" in d and "up" in d]
+    return [Key(code, d["down"], d["up"]) for code, d in sorted(found.items())
+            if "down" in d and "up" in d and (split is None or key_split(code) == split)]
 
 
 def typing_track(keys: list[Key], bed: np.ndarray, rate: int, rooms_: list, rng: np.random.Generator,
@@ -117,3 +129,22 @@ def _type_key(out: np.ndarray, quiet: np.ndarray, key: Key, t: float, room, rir:
         events.append({"kind": "typing", "key": key.code, "stroke": what, "time": round(at / rate, 4),
                        "snr_db": round(snr, 1)})
     return t + float(rng.uniform(1 / 9, 1 / 5))
+
+
+def training_tracks(rate: int, seconds: float, beds: list[np.ndarray], root: Path = DEFAULT_ROOT, seed: int = 0,
+                    track_seconds: float = 30.0) -> list[np.ndarray]:
+    """`seconds` of typing on the train half of the keys in simulated rooms other than the
+    evaluation's, over quiet stretches of `beds` (the training part's backgrounds)."""
+    from trainer.drumkits import TRAIN_ROOM_SEEDS, quiet_stretch, rooms
+
+    keys = load_keys(root, rate, "train")
+    if not keys:
+        raise FileNotFoundError(f"{root}: no training keys (apt-get install -y --no-install-recommends {PACKAGE})")
+    beds = [b for b in beds if len(b) >= rate]
+    if not beds:
+        raise ValueError("no background audio to type over")
+    rng = np.random.default_rng([seed, 0x7E75])
+    rooms_ = rooms(TRAIN_ROOM_SEEDS, rate)
+    n = int(track_seconds * rate)
+    return [typing_track(keys, quiet_stretch(beds, n, rng), rate, rooms_, rng)[0]
+            for _ in range(max(1, int(round(seconds / track_seconds))))]

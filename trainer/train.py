@@ -247,6 +247,12 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
                              "training music (0: none; default: %(default)s)")
     parser.add_argument("--music-root", type=Path, default=Path("/"),
                         help="where the music packages are installed (default /)")
+    parser.add_argument("--typing", type=float, default=0.0, metavar="SECONDS",
+                        help="seconds of typing on the train half of a recorded buckling-spring keyboard "
+                             "(trainer.keyboard, Debian's bucklespring-data) added to the training "
+                             "backgrounds (0: none; default: %(default)s)")
+    parser.add_argument("--keyboard", type=Path, default=None,
+                        help="the keyboard's recordings (default: /usr/share/buckle/wav)")
 
 
 def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
@@ -271,6 +277,13 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         n = _recorded("--lookalike-kits", add_lookalike_kits, bank, looks, kits)
         added.update(lookalike_kits_seconds=n, lookalike_kits=training_kit_licences(kits))
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
+    typing = _seconds("--typing", getattr(args, "typing", 0.0))
+    if typing:
+        from trainer.data import add_typing
+
+        n = _recorded("--typing", add_typing, bank, typing, getattr(args, "keyboard", None))
+        added.update(typing_seconds=n)
+        print(f"typing: {n} s on the train half of the keyboard's keys")
     if music:
         n = _recorded("--music-packages", add_music_packages, bank, music, args.music_root)
         added.update(music_packages_seconds=n, music_packages=training_licences(args.music_root))
@@ -291,6 +304,7 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
+    _seconds("--typing", getattr(args, "typing", 0.0))
     if music_packages(args.music_packages):
         from trainer.music import TRAIN_HINT, installed
 
