@@ -25,6 +25,7 @@ import argparse
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -387,17 +388,21 @@ def training_tracks(rate: int, seconds: float, beds: list[np.ndarray], kits: Pat
     hits = load_hits(kits, "train", rate)
     if not hits:
         raise FileNotFoundError(f"{kits}: no training kit with look-alikes (kits: {', '.join(k for k, v in KIT_LICENCES.items() if v[1] == 'train')})")
+    return training_track_set(rate, seconds, beds, [seed, 0x7EA1], track_seconds,
+                              lambda bed, rooms_, rng: lookalike_track(hits, bed, rate, rooms_, rng, every=(0.8, 2.5))[0])
+
+
+def training_track_set(rate: int, seconds: float, beds: list[np.ndarray], seed: list[int], track_seconds: float,
+                       make: Callable[[np.ndarray, list, np.random.Generator], np.ndarray]) -> list[np.ndarray]:
+    """`seconds` of training tracks, `track_seconds` each: `make(bed, rooms, rng)` over a quiet
+    stretch of `beds` (at least a second long), in the training rooms (never the evaluation's)."""
     beds = [b for b in beds if len(b) >= rate]
     if not beds:
         raise ValueError("no background audio to play the look-alikes over")
-    rng = np.random.default_rng([seed, 0x7EA1])
+    rng = np.random.default_rng(seed)
     rooms_ = rooms(TRAIN_ROOM_SEEDS, rate)
     n = int(track_seconds * rate)
-    out = []
-    for _ in range(max(1, int(round(seconds / track_seconds)))):
-        x, _ = lookalike_track(hits, quiet_stretch(beds, n, rng), rate, rooms_, rng, every=(0.8, 2.5))
-        out.append(x)
-    return out
+    return [make(quiet_stretch(beds, n, rng), rooms_, rng) for _ in range(max(1, int(round(seconds / track_seconds))))]
 
 
 def quiet_stretch(beds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:

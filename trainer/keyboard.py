@@ -135,16 +135,10 @@ def training_tracks(rate: int, seconds: float, beds: list[np.ndarray], root: Pat
                     track_seconds: float = 30.0) -> list[np.ndarray]:
     """`seconds` of typing on the train half of the keys in simulated rooms other than the
     evaluation's, over quiet stretches of `beds` (the training part's backgrounds)."""
-    from trainer.drumkits import TRAIN_ROOM_SEEDS, quiet_stretch, rooms
+    from trainer.drumkits import training_track_set
 
     keys = load_keys(root, rate, "train")
     if not keys:
         raise FileNotFoundError(f"{root}: no training keys (apt-get install -y --no-install-recommends {PACKAGE})")
-    beds = [b for b in beds if len(b) >= rate]
-    if not beds:
-        raise ValueError("no background audio to type over")
-    rng = np.random.default_rng([seed, 0x7E75])
-    rooms_ = rooms(TRAIN_ROOM_SEEDS, rate)
-    n = int(track_seconds * rate)
-    return [typing_track(keys, quiet_stretch(beds, n, rng), rate, rooms_, rng)[0]
-            for _ in range(max(1, int(round(seconds / track_seconds))))]
+    return training_track_set(rate, seconds, beds, [seed, 0x7E75], track_seconds,
+                              lambda bed, rooms_, rng: typing_track(keys, bed, rate, rooms_, rng)[0])
