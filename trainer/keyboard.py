@@ -89,9 +89,10 @@ def typing_track(keys: list[Key], bed: np.ndarray, rate: int, rooms_: list, rng:
         room = rooms_[int(rng.integers(len(rooms_)))]
         rir = room.snap_rirs[int(rng.integers(len(room.snap_rirs)))]  # the keyboard stays put
         level = float(rng.uniform(*snr_db))
+        heard: dict[tuple[str, str], tuple[np.ndarray, int]] = {}  # each stroke as this phrase's mic hears it
         for _ in range(int(rng.integers(2, 9))):  # words
             for _ in range(int(rng.integers(2, 10))):  # keys, then the space bar's turn below
-                t = _type_key(out, quiet, keys[int(rng.integers(len(keys)))], t, room, rir, level, rate, rng,
+                t = _type_key(out, quiet, keys[int(rng.integers(len(keys)))], t, room, rir, heard, level, rate, rng,
                               events, snr_db)
                 if t >= seconds - 1.0:
                     break
@@ -103,32 +104,36 @@ def typing_track(keys: list[Key], bed: np.ndarray, rate: int, rooms_: list, rng:
     return (out * (0.95 / peak) if peak > 0.95 else out).astype(np.float32), events
 
 
-def _type_key(out: np.ndarray, quiet: np.ndarray, key: Key, t: float, room, rir: np.ndarray, level: float,
-              rate: int, rng: np.random.Generator, events: list[dict], snr_db: tuple[float, float]) -> float:
+def _type_key(out: np.ndarray, quiet: np.ndarray, key: Key, t: float, room, rir: np.ndarray,
+              heard: dict[tuple[str, str], tuple[np.ndarray, int]], level: float, rate: int,
+              rng: np.random.Generator, events: list[dict], snr_db: tuple[float, float]) -> float:
     """One key down and up at `t` (seconds) into `out`, each stroke at its local SNR over the room
     sound alone (`quiet`: not over the keys before it, or a phrase would grow louder key by key);
-    returns when the next key goes down."""
+    `heard` caches each stroke through `rir` and the mic; returns when the next key goes down."""
+    from trainer.simroom import place
+
+    hold = float(rng.uniform(0.06, 0.14))
+    for what, dry, at_s in (("down", key.down, t), ("up", key.up, t + hold)):
+        wet, onset = heard.get((key.code, what)) or heard.setdefault((key.code, what), _through(room, rir, dry))
+        at = int(at_s * rate)
+        if at - onset < 0 or at - onset + len(wet) > len(out):
+            continue  # only whole strokes: the events are the truth
+        snr = float(np.clip(level + rng.uniform(-2, 2), *snr_db))
+        place(out, wet, onset, at, snr, rate, reference=quiet)
+        events.append({"kind": "typing", "key": key.code, "stroke": what, "time": round(at / rate, 4),
+                       "snr_db": round(snr, 1)})
+    return t + float(rng.uniform(1 / 9, 1 / 5))
+
+
+def _through(room, rir: np.ndarray, dry: np.ndarray) -> tuple[np.ndarray, int]:
+    """A stroke played through `rir` and `room`'s mic, and its onset there."""
     from scipy.signal import fftconvolve
 
     from snap_mqtt.onset import find_onset
 
-    hold = float(rng.uniform(0.06, 0.14))
-    for what, dry, at_s in (("down", key.down, t), ("up", key.up, t + hold)):
-        wet = room.mic(fftconvolve(dry, rir))
-        o = find_onset(wet, room.rate)
-        onset = o.index if o is not None else 0
-        at = int(at_s * rate)
-        start = at - onset
-        if start < 0 or start + len(wet) > len(out):
-            continue
-        after = slice(onset, onset + int(0.25 * rate))
-        key_rms = float(np.sqrt(np.mean(wet[after] ** 2)))
-        bed_rms = max(float(np.sqrt(np.mean(quiet[at: at + int(0.25 * rate)] ** 2))), 1e-4)
-        snr = float(np.clip(level + rng.uniform(-2, 2), *snr_db))
-        out[start: start + len(wet)] += wet * (bed_rms * 10 ** (snr / 20) / max(key_rms, 1e-12))
-        events.append({"kind": "typing", "key": key.code, "stroke": what, "time": round(at / rate, 4),
-                       "snr_db": round(snr, 1)})
-    return t + float(rng.uniform(1 / 9, 1 / 5))
+    wet = room.mic(fftconvolve(dry, rir))
+    o = find_onset(wet, room.rate)
+    return wet, (o.index if o is not None else 0)
 
 
 def training_tracks(rate: int, seconds: float, beds: list[np.ndarray], root: Path = DEFAULT_ROOT, seed: int = 0,

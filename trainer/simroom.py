@@ -259,9 +259,10 @@ def _rms(x: np.ndarray) -> float:
 
 
 def place(bed: np.ndarray, clean: np.ndarray, onset_in_clean: int, at: int, snr_db: float,
-          rate: int) -> None:
+          rate: int, reference: np.ndarray | None = None) -> None:
     """Add `clean` into `bed` (in place) so that its onset lands at sample `at`, at `snr_db` over
-    the bed's level in the 250 ms after the onset."""
+    the level in the 250 ms after the onset of `reference` (default: the bed itself, sounds placed
+    before included)."""
     start = at - onset_in_clean
     a, b = max(0, start), min(len(bed), start + len(clean))
     if b <= a:
@@ -269,7 +270,7 @@ def place(bed: np.ndarray, clean: np.ndarray, onset_in_clean: int, at: int, snr_
     seg = clean[a - start: b - start]
     span = slice(at, min(len(bed), at + int(0.25 * rate)))
     snap_rms = _rms(clean[onset_in_clean: onset_in_clean + int(0.25 * rate)])
-    bed_rms = max(_rms(bed[span]), 1e-4)
+    bed_rms = max(_rms((bed if reference is None else reference)[span]), 1e-4)
     gain = bed_rms * 10 ** (snr_db / 20) / snap_rms
     bed[a:b] += seg * gain
 

@@ -277,11 +277,11 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         n = _recorded("--lookalike-kits", add_lookalike_kits, bank, looks, kits)
         added.update(lookalike_kits_seconds=n, lookalike_kits=training_kit_licences(kits))
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
-    typing = _seconds("--typing", getattr(args, "typing", 0.0))
+    typing = _seconds("--typing", args.typing)
     if typing:
         from trainer.data import add_typing
 
-        n = _recorded("--typing", add_typing, bank, typing, getattr(args, "keyboard", None))
+        n = _recorded("--typing", add_typing, bank, typing, args.keyboard)
         added.update(typing_seconds=n)
         print(f"typing: {n} s on the train half of the keyboard's keys")
     if music:
@@ -304,7 +304,7 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
-    _seconds("--typing", getattr(args, "typing", 0.0))
+    _seconds("--typing", args.typing)
     if music_packages(args.music_packages):
         from trainer.music import TRAIN_HINT, installed
 
