@@ -120,7 +120,7 @@ def enrolled(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     d = _user_dir(root)
     out = root / "mine.pt"
-    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, candidates=2)
+    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, typing_seconds=30, candidates=2)
     result = en.enroll(d, out, default_model_path(), FIX, cfg, holdout=0.2, shipped_clips=10, progress=False)
     return d, out, result
 
@@ -146,6 +146,8 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["shipped_data"]["train_snap"] > 0  # the fixtures stood in for the shipped data
     # recorded claps and knocks from the training drum kits (scripts/setup.sh train installs them)
     assert e["shipped_data"]["lookalike_kits_seconds"] == 60
+    # and typing on the recorded keyboard's train keys (also installed by scripts/setup.sh train)
+    assert e["shipped_data"]["typing_seconds"] == 30
     # the shipped negatives were mined too (so that the new snaps do not unlearn their false triggers)
     assert e["fine_tuning"]["mine_shipped"] is True
     assert e["hard_negatives"]["shipped_negative_seconds"] > 0
@@ -270,6 +272,10 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     assert not (tmp_path / "x.pt").exists()
     args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--candidates", "0"])
     with pytest.raises(UsageError, match="--candidates 0"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--typing", "-1"])
+    with pytest.raises(UsageError, match="--typing -1"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
 
@@ -410,6 +416,28 @@ def test_enrollment_without_drum_kits_warns_and_goes_on(tmp_path, caplog):
     assert str(tmp_path / "no-kits") in caplog.text and "without recorded look-alikes" in caplog.text
     assert len(bank.backgrounds["train"]) == 1  # nothing added
     assert en.add_shipped_lookalikes(bank, en.TuneConfig(lookalike_seconds=0)) == 0
+
+
+def test_enrollment_replays_typing_and_goes_on_without_the_keyboard(tmp_path, caplog):
+    from trainer.data import ClipBank
+
+    def bank():
+        b = ClipBank(sample_rate=16000)
+        b.backgrounds["train"] = [np.zeros(16000 * 3, dtype=np.float32)]
+        b.background_kinds["train"] = ["household"]
+        return b
+
+    with_keys = bank()
+    assert en.add_shipped_typing(with_keys, en.TuneConfig(typing_seconds=30)) == 30  # whole 30 s tracks
+    assert with_keys.background_kinds["train"][1:] == ["typing"] * (len(with_keys.backgrounds["train"]) - 1)
+    typed = np.concatenate(with_keys.backgrounds["train"][1:])
+    assert np.abs(typed).max() > 0.01  # key strokes, not the silent bed
+    none = bank()
+    with caplog.at_level("WARNING"):
+        assert en.add_shipped_typing(none, en.TuneConfig(typing_seconds=20, keyboard=str(tmp_path / "no-keys"))) == 0
+    assert str(tmp_path / "no-keys") in caplog.text and "without typing" in caplog.text
+    assert len(none.backgrounds["train"]) == 1  # nothing added
+    assert en.add_shipped_typing(none, en.TuneConfig(typing_seconds=0)) == 0
 
 
 def test_enrollment_without_the_shipped_data_warns_and_chooses_by_the_room_alone(tmp_path, caplog):

@@ -437,6 +437,20 @@ def add_shipped_lookalikes(bank, cfg: "TuneConfig") -> int:
         return 0
 
 
+def add_shipped_typing(bank, cfg: "TuneConfig") -> int:
+    """Typing on the train half of the recorded keyboard's keys into the replayed shipped data
+    (`cfg.typing_seconds`); without the keyboard installed, a warning and none."""
+    from trainer.data import add_typing
+
+    if cfg.typing_seconds <= 0:
+        return 0
+    try:
+        return add_typing(bank, cfg.typing_seconds, Path(cfg.keyboard) if cfg.keyboard else None, seed=cfg.seed)
+    except FileNotFoundError as exc:
+        log.warning("%s; enrolling without typing (the enrolled model may fire on a clicky keyboard)", exc)
+        return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # fine-tuning
 
@@ -503,6 +517,12 @@ class TuneConfig:
     # mic, and without these it learns to accept claps with them (model card)
     lookalike_seconds: float = 300.0
     kits: str | None = None  # Hydrogen drum kits folder (None: trainer.drumkits.DEFAULT_ROOT)
+    # typing on the train half of a recorded buckling-spring keyboard (trainer.keyboard), replayed
+    # the same way: the shipped model learned it (model card row 46) and enrolling without it
+    # forgot it (four simulated persons: 4 -> 16-29 false gestures in 10 min of typing; with it 2-3,
+    # claps and the users' rooms about as before; docs/enrollment.md)
+    typing_seconds: float = 300.0
+    keyboard: str | None = None  # the keyboard's recordings (None: trainer.keyboard.DEFAULT_ROOT)
     # share of the shipped data's windows (drawn and mined) played through the user's channel as
     # estimated from their snaps (trainer.channel): negatives with the user's colouring, so that
     # colouring alone does not make a snap. Simulated persons 2-4: false gestures in their rooms
@@ -718,6 +738,9 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     lookalike_seconds = add_shipped_lookalikes(shipped, cfg) if shipped is not None else 0
     if lookalike_seconds:
         say(f"look-alikes: {lookalike_seconds} s of recorded claps, clicks and knocks from the drum kits")
+    typing_seconds = add_shipped_typing(shipped, cfg) if shipped is not None else 0
+    if typing_seconds:
+        say(f"typing: {typing_seconds} s on the recorded keyboard's train keys")
 
     base_score = make_scorer(net)
     # hard negatives: the listener's pipeline with the base model over the user's room audio
@@ -844,7 +867,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         "shipped_data": None if shipped is None else {
             "path": str(data), "train_snap": len(shipped.snaps["train"]), "train_no_snap": len(shipped.no_snaps["train"]),
             "train_background_files": len(shipped.backgrounds["train"]),
-            "lookalike_kits_seconds": lookalike_seconds},
+            "lookalike_kits_seconds": lookalike_seconds, "typing_seconds": typing_seconds},
         "channel": channel.summary() if channel is not None else None,
         "fine_tuning": {**asdict(cfg), "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None},
         "candidates": {"chosen_seed": cands[chosen].seed, "shipped_val_seconds": round(val_seconds, 1),
@@ -913,6 +936,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s)")
     parser.add_argument("--kits", type=Path, default=None,
                         help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
+    parser.add_argument("--typing", type=float, default=TuneConfig.typing_seconds, metavar="SECONDS",
+                        help="seconds of typing on a recorded buckling-spring keyboard (its train keys; "
+                             "Debian's bucklespring-data) replayed as negatives with the shipped data "
+                             "(0: none; default: %(default)s)")
+    parser.add_argument("--keyboard", type=Path, default=None,
+                        help="the keyboard's recordings (default: /usr/share/buckle/wav)")
     parser.add_argument("--channel-match", type=float, default=TuneConfig.channel_match, metavar="SHARE",
                         help="share of the replayed shipped data heard through your channel (hand, room, mic) "
                              "as estimated from your snaps (0: never; default %(default)s)")
@@ -928,7 +957,7 @@ def run(args: argparse.Namespace) -> int:
 
     from snap_mqtt.model_file import default_model_path
     from trainer.cli import UsageError
-    from trainer.train import lookalike_kits
+    from trainer.train import lookalike_kits, typing_seconds
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -941,9 +970,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.channel_match <= 1:
         raise UsageError(f"--channel-match {args.channel_match}: a share between 0 and 1, please")
     lookalike_kits(args.lookalike_kits)
+    typing_seconds(args.typing)
     base = args.base or default_model_path()
     cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                      lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None,
+                     typing_seconds=args.typing, keyboard=str(args.keyboard) if args.keyboard else None,
                      channel_match=args.channel_match, candidates=args.candidates)
     r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
                shipped_clips=args.shipped_clips, overwrite=args.force)

@@ -277,7 +277,7 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         n = _recorded("--lookalike-kits", add_lookalike_kits, bank, looks, kits)
         added.update(lookalike_kits_seconds=n, lookalike_kits=training_kit_licences(kits))
         print(f"look-alikes: {n} s of recorded claps, clicks and knocks from the training kits in {kits}")
-    typing = _seconds("--typing", args.typing)
+    typing = typing_seconds(args.typing)
     if typing:
         from trainer.data import add_typing
 
@@ -304,7 +304,7 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     background_speeds(args.background_speeds)
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
-    _seconds("--typing", args.typing)
+    typing_seconds(args.typing)
     if music_packages(args.music_packages):
         from trainer.music import TRAIN_HINT, installed
 
@@ -326,6 +326,11 @@ def synthetic_drums(seconds: float) -> float:
 def lookalike_kits(seconds: float) -> float:
     """`--lookalike-kits` (train, polish, enroll)."""
     return _seconds("--lookalike-kits", seconds)
+
+
+def typing_seconds(seconds: float) -> float:
+    """`--typing` (train, polish, enroll)."""
+    return _seconds("--typing", seconds)
 
 
 def music_packages(seconds: float) -> float:
