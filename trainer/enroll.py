@@ -915,6 +915,8 @@ def format_table(r: EnrollResult) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trainer.train import add_recorded_negative_arguments
+
     parser.add_argument("dir", type=Path, help="your recordings: DIR/snap and DIR/no_snap (any rate, any length)")
     parser.add_argument("--out", type=Path, required=True, help="the new model file (never overwritten without --force)")
     parser.add_argument("--base", type=Path, default=None, help="model to start from (default: the shipped default model)")
@@ -930,18 +932,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shipped training clips per class mixed in (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--lookalike-kits", type=float, default=TuneConfig.lookalike_seconds, metavar="SECONDS",
-                        help="seconds of recorded claps, clicks and knocks (training drum kits, Debian's "
-                             "hydrogen-drumkits) replayed as negatives with the shipped data (0: none; "
-                             "default: %(default)s)")
-    parser.add_argument("--kits", type=Path, default=None,
-                        help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
-    parser.add_argument("--typing", type=float, default=TuneConfig.typing_seconds, metavar="SECONDS",
-                        help="seconds of typing on a recorded buckling-spring keyboard (its train keys; "
-                             "Debian's bucklespring-data) replayed as negatives with the shipped data "
-                             "(0: none; default: %(default)s)")
-    parser.add_argument("--keyboard", type=Path, default=None,
-                        help="the keyboard's recordings (default: /usr/share/buckle/wav)")
+    add_recorded_negative_arguments(parser, TuneConfig.lookalike_seconds, TuneConfig.typing_seconds,
+                                    "replayed as negatives with the shipped data")
     parser.add_argument("--channel-match", type=float, default=TuneConfig.channel_match, metavar="SHARE",
                         help="share of the replayed shipped data heard through your channel (hand, room, mic) "
                              "as estimated from your snaps (0: never; default %(default)s)")

@@ -235,22 +235,27 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-drums", type=float, default=DEFAULT_SYNTHETIC_DRUMS, metavar="SECONDS",
                         help="seconds of synthetic drum-kit songs added to the training music "
                              "(trainer.percussion; 0: none; default: %(default)s)")
-    parser.add_argument("--lookalike-kits", type=float, default=DEFAULT_LOOKALIKE_KITS, metavar="SECONDS",
-                        help="seconds of recorded claps, clicks and knocks from the training drum kits "
-                             "(trainer.drumkits, Debian's hydrogen-drumkits) added to the training "
-                             "backgrounds (0: none; default: %(default)s)")
-    parser.add_argument("--kits", type=Path, default=None,
-                        help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
     parser.add_argument("--music-packages", type=float, default=DEFAULT_MUSIC_PACKAGES, metavar="SECONDS",
                         help="seconds of real music from the training music packages (trainer.music: "
                              "planetblupi, asc, freedroidrpg, ...), played in simulated rooms, added to the "
                              "training music (0: none; default: %(default)s)")
     parser.add_argument("--music-root", type=Path, default=Path("/"),
                         help="where the music packages are installed (default /)")
-    parser.add_argument("--typing", type=float, default=0.0, metavar="SECONDS",
+    add_recorded_negative_arguments(parser, DEFAULT_LOOKALIKE_KITS, 0.0, "added to the training backgrounds")
+
+
+def add_recorded_negative_arguments(parser: argparse.ArgumentParser, kits_seconds: float, typing_seconds: float,
+                                    where: str) -> None:
+    """`--lookalike-kits`/`--kits` and `--typing`/`--keyboard`: recorded look-alikes installed outside
+    the data folder (train and polish add them to the training backgrounds, enroll replays them)."""
+    parser.add_argument("--lookalike-kits", type=float, default=kits_seconds, metavar="SECONDS",
+                        help="seconds of recorded claps, clicks and knocks from the training drum kits "
+                             f"(trainer.drumkits, Debian's hydrogen-drumkits) {where} (0: none; default: %(default)s)")
+    parser.add_argument("--kits", type=Path, default=None,
+                        help="Hydrogen drum kits folder (default: /usr/share/hydrogen/data/drumkits)")
+    parser.add_argument("--typing", type=float, default=typing_seconds, metavar="SECONDS",
                         help="seconds of typing on the train half of a recorded buckling-spring keyboard "
-                             "(trainer.keyboard, Debian's bucklespring-data) added to the training "
-                             "backgrounds (0: none; default: %(default)s)")
+                             f"(trainer.keyboard, Debian's bucklespring-data) {where} (0: none; default: %(default)s)")
     parser.add_argument("--keyboard", type=Path, default=None,
                         help="the keyboard's recordings (default: /usr/share/buckle/wav)")
 
