@@ -427,14 +427,8 @@ def add_shipped_lookalikes(bank, cfg: "TuneConfig") -> int:
     from trainer.data import add_lookalike_kits
     from trainer.drumkits import DEFAULT_ROOT
 
-    if cfg.lookalike_seconds <= 0:
-        return 0
-    kits = Path(cfg.kits) if cfg.kits else DEFAULT_ROOT
-    try:
-        return add_lookalike_kits(bank, cfg.lookalike_seconds, kits, seed=cfg.seed)
-    except FileNotFoundError as exc:
-        log.warning("%s; enrolling without recorded look-alikes (the enrolled model may accept claps)", exc)
-        return 0
+    return _replay_recorded(bank, cfg.lookalike_seconds, add_lookalike_kits, Path(cfg.kits) if cfg.kits else DEFAULT_ROOT,
+                            cfg.seed, "recorded look-alikes (the enrolled model may accept claps)")
 
 
 def add_shipped_typing(bank, cfg: "TuneConfig") -> int:
@@ -442,12 +436,19 @@ def add_shipped_typing(bank, cfg: "TuneConfig") -> int:
     (`cfg.typing_seconds`); without the keyboard installed, a warning and none."""
     from trainer.data import add_typing
 
-    if cfg.typing_seconds <= 0:
+    return _replay_recorded(bank, cfg.typing_seconds, add_typing, Path(cfg.keyboard) if cfg.keyboard else None,
+                            cfg.seed, "typing (the enrolled model may fire on a clicky keyboard)")
+
+
+def _replay_recorded(bank, seconds: float, add: Callable[..., int], root: Path | None, seed: int, missing: str) -> int:
+    """`add(bank, seconds, root, seed=)` (a `trainer.data` adder of recordings installed outside the
+    data folder) for the replay; when they are not installed, a warning naming what is `missing`."""
+    if seconds <= 0:
         return 0
     try:
-        return add_typing(bank, cfg.typing_seconds, Path(cfg.keyboard) if cfg.keyboard else None, seed=cfg.seed)
+        return add(bank, seconds, root, seed=seed)
     except FileNotFoundError as exc:
-        log.warning("%s; enrolling without typing (the enrolled model may fire on a clicky keyboard)", exc)
+        log.warning("%s; enrolling without %s", exc, missing)
         return 0
 
 

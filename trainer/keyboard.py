@@ -114,7 +114,9 @@ def _type_key(out: np.ndarray, quiet: np.ndarray, key: Key, t: float, room, rir:
 
     hold = float(rng.uniform(0.06, 0.14))
     for what, dry, at_s in (("down", key.down, t), ("up", key.up, t + hold)):
-        wet, onset = heard.get((key.code, what)) or heard.setdefault((key.code, what), _through(room, rir, dry))
+        if (key.code, what) not in heard:
+            heard[key.code, what] = _through(room, rir, dry)
+        wet, onset = heard[key.code, what]
         at = int(at_s * rate)
         if at - onset < 0 or at - onset + len(wet) > len(out):
             continue  # only whole strokes: the events are the truth
