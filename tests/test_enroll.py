@@ -15,6 +15,7 @@ from snap_mqtt.model_file import default_model_path, load_model
 from trainer import enroll as en
 from trainer import simroom as sr
 from trainer.cli import UsageError
+from trainer.tune import DEFAULT_CANDIDATES, FollowPoint, choose_follow
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
@@ -120,7 +121,8 @@ def enrolled(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     d = _user_dir(root)
     out = root / "mine.pt"
-    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, typing_seconds=30, candidates=2)
+    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, typing_seconds=30, candidates=2,
+                        follow_scenes=4)
     result = en.enroll(d, out, default_model_path(), FIX, cfg, holdout=0.2, shipped_clips=10, progress=False)
     return d, out, result
 
@@ -139,9 +141,18 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["threshold"] == pytest.approx(meta.threshold)
     assert 0 < meta.threshold < 1
     assert e["base_threshold"] == pytest.approx(base.metadata.threshold)
-    # the base's follow threshold (`snap-train tune`) carries over while it stays below the new threshold
-    bf = base.metadata.follow_threshold
-    assert meta.follow_threshold == (bf if bf is not None and bf < meta.threshold else None)
+    # the follow threshold: chosen on gesture scenes of the held-back snaps by `snap-train tune`'s rule
+    # (the base's value where none beats one threshold), and below the new threshold
+    fol = e["follow_threshold"]
+    assert fol["base"] == base.metadata.follow_threshold
+    assert fol["scenes"] == 4 and fol["gestures"] >= 4 * 5 and fol["snaps"] > fol["gestures"]
+    points = [FollowPoint(**p) for p in fol["points"]]
+    assert points[0].follow is None and [p.follow for p in points[1:]] == [
+        c for c in DEFAULT_CANDIDATES if c < meta.threshold]
+    best = choose_follow(points)
+    assert fol["tuned"] is (best.follow is not None)
+    assert fol["kept"] == (best.follow if best.follow is not None else fol["base"])
+    assert meta.follow_threshold == fol["kept"] and meta.follow_threshold < meta.threshold
     assert set(e["before"]) >= {"snaps_found", "false_triggers", "threshold"}
     assert e["shipped_data"]["train_snap"] > 0  # the fixtures stood in for the shipped data
     # recorded claps and knocks from the training drum kits (scripts/setup.sh train installs them)

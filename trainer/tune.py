@@ -91,15 +91,18 @@ def replay_point(run: Any, recs: list, threshold: float, follow: float | None) -
                        int(n["false_snaps"]["events"]) if n else 0)
 
 
-def follow_points(model: Any, recs: list, candidates: list[float]) -> list[FollowPoint]:
-    """One model pass over the recordings, the pipeline replayed at the model's threshold for each
-    candidate follow threshold below it, and once with none."""
+def follow_points(model: Any, recs: list, candidates: list[float], audio: dict | None = None,
+                  threshold: float | None = None) -> list[FollowPoint]:
+    """One model pass over the recordings, the pipeline replayed at `threshold` (default the model's)
+    for each candidate follow threshold below it, and once with none. `audio`: {index: samples at
+    the recording's rate} when the recordings are not files (default: read from `recs`)."""
     from snap_mqtt.audio_io import read_audio
     from trainer.evaluate import record_pass
 
-    threshold = float(model.metadata.threshold)
-    run = record_pass(model, recs, {i: read_audio(r.file).samples for i, r in enumerate(recs)}, threshold, 0.1,
-                      follow=threshold)
+    threshold = float(model.metadata.threshold if threshold is None else threshold)
+    if audio is None:
+        audio = {i: read_audio(r.file).samples for i, r in enumerate(recs)}
+    run = record_pass(model, recs, audio, threshold, 0.1, follow=threshold)
     return [replay_point(run, recs, threshold, f) for f in [None, *sorted({c for c in candidates if c < threshold})]]
 
 
