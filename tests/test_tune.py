@@ -14,7 +14,7 @@ from snap_mqtt.audio_io import read_audio
 from snap_mqtt.model_file import default_model_path, load_model
 from tests.test_scenes_evaluate import FIX, _data_with_backgrounds
 from trainer import cli
-from trainer.tune import FollowPoint, choose_follow
+from trainer.tune import FollowPoint, choose_follow, choose_follow_guarded
 
 
 def pt(follow, exact, f1=0.9, fg=2):
@@ -44,6 +44,22 @@ def test_choose_follow_never_adds_false_gestures_and_keeps_one_threshold_without
     assert choose_follow([off, pt(0.5, 0.70), pt(0.7, 0.65)]) is off  # no more exact counts: no second bar
     with pytest.raises(ValueError):
         choose_follow([pt(0.5, 0.8)])
+
+
+def test_choose_follow_guarded_keeps_to_bars_that_cost_the_guard_scenes_no_f1():
+    # the user's scenes favour 0.3, but on the shipped data's scenes 0.3 loses 2 points of F1 against
+    # the base's 0.7: the lowest bar within 1 point there (0.5) is the best the user may have
+    user = [pt(None, 0.70), pt(0.3, 0.90), pt(0.5, 0.85), pt(0.7, 0.80)]
+    guard = [pt(None, 0.6, f1=0.85), pt(0.3, 0.7, f1=0.86), pt(0.5, 0.7, f1=0.875), pt(0.7, 0.7, f1=0.88)]
+    assert choose_follow_guarded(user, guard, 0.7).follow == 0.5
+    assert choose_follow_guarded(user, guard, 0.7, tie=0.03).follow == 0.3  # within a looser tie, the user's best
+    # the reference is one threshold (the base had none): a candidate must not score under it there
+    assert choose_follow_guarded(user, guard, None).follow == 0.3
+    # nothing allowed beats one threshold on the user's scenes: one threshold
+    assert choose_follow_guarded([pt(None, 0.9), pt(0.3, 0.95)], [pt(None, 0.7, f1=0.9), pt(0.3, 0.7, f1=0.8)],
+                                 None).follow is None
+    with pytest.raises(ValueError, match="reference"):
+        choose_follow_guarded(user, guard, 0.6)
 
 
 def _long(name: str, seconds: float) -> np.ndarray:

@@ -22,7 +22,7 @@ Steps:
    the one with the fewest false triggers on audio none of them trained on (your held-back room,
    the shipped data's validation negatives) among those that find about as many held-back snaps;
 5. choose the follow threshold (the bar for a gesture's 2nd and 3rd snap) on gesture scenes of
-   the held-back snaps over the room audio (`trainer.user_scenes`, `snap-train tune`'s rule; the
+   the held-back snaps over the room audio (`trainer.gesture_scenes`, `snap-train tune`'s rule; the
    base's value when too few snaps are held back or none does better);
 6. write the model file (`trainer.export.export_model`) with the enrollment in its metadata and
    that follow threshold (dropped if not below the new threshold), and print a before/after table
@@ -399,8 +399,9 @@ def validation_negatives(data: Path, bank, rate: int) -> list[np.ndarray]:
 
 def load_shipped(data: Path, rate: int, n_clips: int, seed: int):
     """A ClipBank with a sample of the shipped data's training clips and backgrounds (for replay),
-    its validation no_snap clips (to choose among fine-tunings) and a sample of its test clips (for
-    the before/after check), or None when `data` is missing."""
+    its validation clips (no_snap: to choose among fine-tunings; snap: to check the follow
+    threshold's choice) and a sample of its test clips (for the before/after check), or None when
+    `data` is missing."""
     from trainer.data import load_clip_bank, scan_data
 
     if not data.is_dir():
@@ -412,7 +413,7 @@ def load_shipped(data: Path, rate: int, n_clips: int, seed: int):
     parts = []
     for label, split, n in (("snap", "train", n_clips), ("no_snap", "train", n_clips),
                             ("snap", "test", n_clips // 2), ("no_snap", "test", n_clips // 2),
-                            ("no_snap", "val", n_clips // 2),
+                            ("snap", "val", n_clips // 2), ("no_snap", "val", n_clips // 2),
                             ("background", "train", max(8, n_clips // 12))):
         sub = df[(df["label"] == label) & (df["split"] == split)]
         if len(sub) > n:
@@ -545,7 +546,7 @@ class TuneConfig:
     # the validation negatives see it, but at matched recall two candidates gave more false
     # gestures in the user's own room than one (eight enrollments; docs/enrollment.md): not default
     candidates: int = 1
-    # the follow threshold chosen on gesture scenes of the held-back snaps (trainer.user_scenes) with
+    # the follow threshold chosen on gesture scenes of the held-back snaps (trainer.gesture_scenes) with
     # `snap-train tune`'s rule, instead of the base's: the bar tuned for the shipped hand was too high
     # for a hand the model has just learned (four simulated persons: exact gestures in their rooms
     # higher at 0.3-0.5 than at 0.7 for every one; docs/enrollment.md)
@@ -724,30 +725,43 @@ class NetModel:
             return torch.sigmoid(self.net(windows))
 
 
-def choose_follow_on_user_scenes(model: Any, threshold: float, base_follow: float | None, user: UserClips,
-                                 cfg: "TuneConfig") -> dict:
+def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: float | None, user: UserClips,
+                                    cfg: "TuneConfig", shipped: tuple[list, list[np.ndarray]] | None = None) -> dict:
     """The follow threshold for an enrolled model, chosen on gesture scenes of the user's held-back
-    snaps over their room (trainer.user_scenes) by `snap-train tune`'s rule (trainer.tune). The base's
-    value stays when there are too few held-back snaps, when tuning is off, or when no candidate
-    counts more gestures exactly than one threshold alone: a few dozen gestures are no evidence
+    snaps over their room (trainer.gesture_scenes) by `snap-train tune`'s rule, among the candidates
+    that count the gestures of scenes from the shipped data's validation snaps and audio (`shipped`:
+    (snap clips, recordings)) about as well as the base's value does. The base's value stays when
+    there are too few held-back snaps, when tuning is off, or when no allowed candidate counts more
+    of the user's gestures exactly than one threshold alone: a few dozen gestures are no evidence
     against the value the base was tuned to on hundreds."""
-    from trainer import user_scenes
-    from trainer.tune import DEFAULT_CANDIDATES, choose_follow, follow_points
+    from trainer import gesture_scenes
+    from trainer.tune import DEFAULT_CANDIDATES, choose_follow, choose_follow_guarded, follow_points
 
-    out: dict = {"base": base_follow, "kept": base_follow, "tuned": False}
+    reference = base_follow if base_follow is not None and base_follow < threshold else None
+    out: dict = {"base": base_follow, "kept": reference, "tuned": False}
     if not cfg.tune_follow:
         return out | {"reason": "off (tune_follow false)"}
     if len(user.snaps_held) < FOLLOW_MIN_SNAPS:
         return out | {"reason": f"{len(user.snaps_held)} held-back snaps, fewer than {FOLLOW_MIN_SNAPS}"}
     rate = int(model.metadata.sample_rate)
-    recs, audio = user_scenes.build(user.snaps_held, user.room_held + user.room_train, rate,
-                                    n_scenes=cfg.follow_scenes, seed=cfg.seed)
-    points = follow_points(model, recs, list(DEFAULT_CANDIDATES), audio=audio, threshold=threshold)
-    best = choose_follow(points)
+    candidates = sorted(set(DEFAULT_CANDIDATES) | ({reference} if reference is not None else set()))
+    recs, audio = gesture_scenes.build(user.snaps_held, user.room_held + user.room_train, rate,
+                                       n_scenes=cfg.follow_scenes, seed=cfg.seed)
+    points = follow_points(model, recs, candidates, audio=audio, threshold=threshold)
     out |= {"scenes": len(recs), "gestures": sum(len(r.gestures) for r in recs),
             "snaps": sum(len(r.snaps) for r in recs), "points": [p.as_dict() for p in points]}
+    if shipped is not None and shipped[0] and shipped[1]:
+        srecs, saudio = gesture_scenes.build(shipped[0], shipped[1], rate, n_scenes=cfg.follow_scenes,
+                                             seed=cfg.seed, kind="shipped-val")
+        guard = follow_points(model, srecs, candidates, audio=saudio, threshold=threshold)
+        out["shipped_val"] = {"scenes": len(srecs), "gestures": sum(len(r.gestures) for r in srecs),
+                              "points": [p.as_dict() for p in guard]}
+        best = choose_follow_guarded(points, guard, reference)
+    else:
+        best = choose_follow(points)
     if best.follow is None:
-        return out | {"reason": "no candidate counted more gestures exactly than one threshold"}
+        return out | {"reason": "no candidate counted more of your gestures exactly than one threshold"
+                                + (" without counting fewer of the shipped data's" if "shipped_val" in out else "")}
     return out | {"kept": best.follow, "tuned": True}
 
 
@@ -896,7 +910,9 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
             "(your room + the shipped validation negatives)" for i, c in enumerate(cands)) + f"; keeping {chosen + 1}")
     if cal.note:
         log.warning("threshold: %s", cal.note)
-    follow = choose_follow_on_user_scenes(NetModel(net, meta), cal.threshold, meta.follow_threshold, user, cfg)
+    follow = choose_follow_on_gesture_scenes(
+        NetModel(net, meta), cal.threshold, meta.follow_threshold, user, cfg,
+        shipped=(shipped.snaps["val"], val_negs) if shipped is not None else None)
     if follow["tuned"]:
         at = {p["follow"]: p["exact"] for p in follow["points"]}
         say(f"follow threshold (2nd and 3rd snaps): {follow['kept']:.2f} (the base's: {follow['base']}); "

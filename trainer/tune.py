@@ -68,6 +68,21 @@ def choose_follow(points: list[FollowPoint], tie: float = EXACT_TIE) -> FollowPo
     return max((p for p in ok if p.exact >= best - tie - 1e-12), key=lambda p: p.follow)
 
 
+def choose_follow_guarded(points: list[FollowPoint], guard: list[FollowPoint], reference: float | None,
+                          tie: float = EXACT_TIE) -> FollowPoint:
+    """`choose_follow` on `points` among the candidates whose snap F1 on the `guard` scenes is within
+    `tie` of the `reference` follow threshold's there (pure). Enrollment: `points` on the user's
+    scenes, `guard` on scenes of the shipped data's validation snaps, `reference` the base model's
+    follow threshold (None: one threshold). F1, not exact counts: what a lower bar costs is
+    precision (sounds next to a snap joining its gesture), and snap F1 on the shipped data is what
+    an enrollment must not lose."""
+    ref = next((g.f1 for g in guard if g.follow == reference), None)
+    if ref is None:
+        raise ValueError(f"choose_follow_guarded: no guard point at the reference follow threshold {reference}")
+    ok = {g.follow for g in guard if g.f1 >= ref - tie - 1e-12}
+    return choose_follow([p for p in points if p.follow is None or p.follow in ok], tie)
+
+
 def check_tuning_scenes(index: dict, where: Path) -> None:
     """Only validation scenes (validation clips over the validation part of the backgrounds): see
     the module's docstring."""

@@ -1,4 +1,4 @@
-"""Gesture scenes from a user's held-back snaps (trainer.user_scenes), on the committed fixture clips,
+"""Gesture scenes from a user's held-back snaps (trainer.gesture_scenes), on the committed fixture clips,
 and when enrollment keeps the base's follow threshold instead of choosing one on them."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from snap_mqtt.audio_io import read_audio
 from snap_mqtt.onset import snap_onset
 from trainer import enroll as en
-from trainer import user_scenes as us
+from trainer import gesture_scenes as us
 from trainer.data import SnapClip
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
@@ -63,14 +63,14 @@ def test_scenes_are_deterministic_per_seed():
 def test_a_short_room_is_looped_without_a_click():
     t = np.arange(int(0.53 * RATE)) / RATE
     room = (0.5 * np.sin(2 * np.pi * 441.3 * t)).astype(np.float32)  # a hard loop would jump
-    bed = us.room_bed([room], 2 * RATE, np.random.default_rng(0), RATE)
+    bed = us.room_bed(us.room_audio([room], RATE), 2 * RATE, np.random.default_rng(0), RATE)
     assert len(bed) == 2 * RATE
     step = np.max(np.abs(np.diff(room)))
     # an equal-power crossfade may swell by up to sqrt(2); the hard loop jumps by over 4x
     assert np.max(np.abs(np.diff(np.resize(room, 2 * RATE)))) > 4 * step
     assert np.max(np.abs(np.diff(bed))) <= 1.45 * step
     with pytest.raises(ValueError, match="no room audio"):
-        us.room_bed([np.zeros(0, np.float32)], RATE, np.random.default_rng(0), RATE)
+        us.room_audio([np.zeros(0, np.float32)], RATE)
 
 
 def _user(held: int) -> en.UserClips:
@@ -81,7 +81,30 @@ def _user(held: int) -> en.UserClips:
 
 def test_enrollment_keeps_the_base_follow_threshold_with_too_few_held_back_snaps_or_tuning_off():
     # neither case runs a model (None would fail if it did)
-    few = en.choose_follow_on_user_scenes(None, 0.94, 0.7, _user(en.FOLLOW_MIN_SNAPS - 1), en.TuneConfig())
+    few = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(en.FOLLOW_MIN_SNAPS - 1), en.TuneConfig())
     assert few["kept"] == 0.7 and few["tuned"] is False and "fewer than" in few["reason"]
-    off = en.choose_follow_on_user_scenes(None, 0.94, 0.7, _user(5), en.TuneConfig(tune_follow=False))
+    off = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(5), en.TuneConfig(tune_follow=False))
     assert off["kept"] == 0.7 and off["tuned"] is False and "off" in off["reason"]
+
+
+def test_enrollment_chooses_the_follow_threshold_on_the_users_scenes_within_the_shipped_guard():
+    from snap_mqtt.model_file import default_model_path, load_model
+    from trainer.tune import FollowPoint, choose_follow_guarded
+
+    model = load_model(default_model_path())
+    th = model.metadata.threshold
+    user = _user(5)
+    user.room_train = [read_audio(FIX / "background" / "dishes.flac", RATE).samples]
+    shipped = (_snaps(8)[5:], [read_audio(FIX / "background" / "speech.flac", RATE).samples])
+    r = en.choose_follow_on_gesture_scenes(model, th, 0.7, user, en.TuneConfig(follow_scenes=2), shipped=shipped)
+    assert r["scenes"] == r["shipped_val"]["scenes"] == 2 and r["gestures"] >= 8
+    points = [FollowPoint(**p) for p in r["points"]]
+    guard = [FollowPoint(**p) for p in r["shipped_val"]["points"]]
+    assert [p.follow for p in points] == [p.follow for p in guard] == [None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    best = choose_follow_guarded(points, guard, 0.7)
+    assert r["tuned"] is (best.follow is not None)
+    assert r["kept"] == (best.follow if best.follow is not None else 0.7)
+    # the base's value when it is not below the enrolled threshold: the reference is then one threshold
+    hi = en.choose_follow_on_gesture_scenes(model, 0.65, 0.7, user, en.TuneConfig(follow_scenes=2), shipped=shipped)
+    assert [p["follow"] for p in hi["points"]] == [None, 0.3, 0.4, 0.5, 0.6]
+    assert hi["kept"] is None or hi["kept"] < 0.65

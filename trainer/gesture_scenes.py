@@ -1,13 +1,13 @@
-"""Gesture scenes from a user's own held-back snaps, for choosing the follow threshold when enrolling.
+"""Gesture scenes built in memory from snap clips over room audio, for choosing a follow threshold
+while enrolling.
 
 The follow threshold (docs/detection.md) is the bar for the second and third snap of a gesture, so it
-can only be chosen on gestures, and a user records clips, not gestures. These scenes stand in: the
-held-back snap clips (never trained on) cut around their onsets and placed as singles, doubles and
-triples over the user's room audio, with `snap-train scenes`' gesture timing and local-SNR rule
-(trainer.scenes: snaps 0.25-0.5 s apart, gestures 3-4.5 s apart, 3-30 dB). `snap-train enroll` runs the
-enrolled model over them with each candidate follow threshold (trainer.tune); measured on four
-simulated persons, the bar `snap-train tune` chose for the shipped hand (0.7) was too high for a hand
-the model has just learned (docs/enrollment.md).
+can only be chosen on gestures, and a user records clips, not gestures. These scenes stand in: snap
+clips cut around their onsets and placed as singles, doubles and triples over room audio, with
+`snap-train scenes`' gesture timing and local-SNR rule (trainer.scenes: snaps 0.25-0.5 s apart,
+gestures 3-4.5 s apart, 3-30 dB). `snap-train enroll` builds them twice: from the user's held-back
+snaps (never trained on) over the user's room, and from the shipped data's validation snaps over its
+validation audio, so that a bar chosen for the user's hand does not cost the shipped data's gestures.
 """
 
 from __future__ import annotations
@@ -32,14 +32,21 @@ def snap_cut(samples: np.ndarray, onset: int, rate: int) -> tuple[np.ndarray, in
     return faded(samples[a:onset + int(SNAP_S * rate)], rate), onset - a
 
 
-def room_bed(room: Sequence[np.ndarray], n: int, rng: np.random.Generator, rate: int) -> np.ndarray:
-    """`n` samples of the room's recordings, from a random point, joined (and looped) with the
-    scenes' crossfades: a hard cut would be a click that no room makes."""
+def room_audio(room: Sequence[np.ndarray], rate: int) -> np.ndarray:
+    """The room's recordings as one, joined with the scenes' crossfades (a hard cut would be a click
+    that no room makes)."""
     parts = [np.asarray(x, dtype=np.float32) for x in room if len(x)]
     if not parts:
         raise ValueError("no room audio to build scenes on")
-    whole = join(parts, rate)
+    return join(parts, rate)
+
+
+def room_bed(whole: np.ndarray, n: int, rng: np.random.Generator, rate: int) -> np.ndarray:
+    """`n` samples of `whole` (`room_audio`) from a random point, looped with a crossfade when it
+    is shorter."""
     start = int(rng.integers(0, max(1, len(whole) - n)))
+    if len(whole) - start >= n:
+        return whole[start:start + n].copy()
     out, total = [whole[start:]], len(whole) - start
     while total < n + rate:
         out.append(whole)
@@ -48,20 +55,21 @@ def room_bed(room: Sequence[np.ndarray], n: int, rng: np.random.Generator, rate:
 
 
 def build(snaps: Sequence, room: Sequence[np.ndarray], rate: int, n_scenes: int = 12, seed: int = 0,
-          seconds: float = SCENE_SECONDS) -> tuple[list[Recording], dict[int, np.ndarray]]:
+          seconds: float = SCENE_SECONDS, kind: str = "user") -> tuple[list[Recording], dict[int, np.ndarray]]:
     """`n_scenes` scenes of `seconds` each: (recordings with their truth, {index: audio at `rate`}).
-    `snaps`: trainer.data.SnapClip at `rate` (the held-back ones); each snap of a gesture is drawn
-    at random from them, at its own level."""
+    `snaps`: trainer.data.SnapClip at `rate`; each snap of a gesture is drawn at random from them, at
+    its own level. `kind` names the recordings (`kind-scene-NN`) and is their kind in the figures."""
     if not snaps:
         raise ValueError("no snaps to build scenes from")
     rng = np.random.default_rng(seed)
     params = SceneParams(seconds=seconds)
     cuts = [snap_cut(s.samples, s.onset, rate) for s in snaps]
     n = int(round(seconds * rate))
+    whole = room_audio(room, rate)
     recs: list[Recording] = []
     audio: dict[int, np.ndarray] = {}
     for i in range(n_scenes):
-        bed = room_bed(room, n, rng, rate)
+        bed = room_bed(whole, n, rng, rate)
         mix = bed.copy()
         times: list[float] = []
         snrs: list[float] = []
@@ -77,6 +85,6 @@ def build(snaps: Sequence, room: Sequence[np.ndarray], rate: int, n_scenes: int 
                 snrs.append(round(snr, 2))
             times += placed
             gestures.append(Gesture.of(placed, len(placed)))
-        recs.append(Recording(Path(f"user-scene-{i:02d}"), "scene", "user", rate, n / rate, times, snrs, gestures))
+        recs.append(Recording(Path(f"{kind}-scene-{i:02d}"), "scene", kind, rate, n / rate, times, snrs, gestures))
         audio[i] = mix
     return recs, audio
