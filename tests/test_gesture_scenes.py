@@ -58,6 +58,10 @@ def test_scenes_are_deterministic_per_seed():
     r3, a3 = us.build(snaps, room, RATE, n_scenes=2, seed=2)
     assert [r.snaps for r in r1] == [r.snaps for r in r2] and all(np.array_equal(a1[i], a2[i]) for i in a1)
     assert [r.snaps for r in r1] != [r.snaps for r in r3]
+    # recordings without a snap go after the scenes, as negatives (false gestures are counted there)
+    r4, a4 = us.build(snaps, room, RATE, n_scenes=2, seed=1, kind="x", negatives=[room[0], np.zeros(0)])
+    assert [r.role for r in r4] == ["scene", "scene", "negative"] and r4[2].kind == "x" and not r4[2].snaps
+    assert np.array_equal(a4[2], room[0]) and r4[2].seconds == len(room[0]) / RATE
 
 
 def test_a_short_room_is_looped_without_a_click():

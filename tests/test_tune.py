@@ -40,6 +40,9 @@ def test_choose_follow_treats_a_gain_under_one_percent_of_gestures_as_a_tie():
 def test_choose_follow_never_adds_false_gestures_and_keeps_one_threshold_without_a_gain():
     off = pt(None, 0.70, fg=2)
     assert choose_follow([off, pt(0.3, 0.95, fg=3), pt(0.8, 0.72, fg=2)]).follow == 0.8
+    # nor turns a false single into a false double (as many false gestures, one of them now a double)
+    double = FollowPoint(0.3, 0.9, 0.9, 0.9, 0.95, 2, 3, false_multi=1)
+    assert choose_follow([off, double, pt(0.8, 0.72, fg=2)]).follow == 0.8
     assert choose_follow([off, pt(0.3, 0.95, fg=3)]) is off
     assert choose_follow([off, pt(0.5, 0.70), pt(0.7, 0.65)]) is off  # no more exact counts: no second bar
     with pytest.raises(ValueError):
@@ -58,6 +61,10 @@ def test_choose_follow_guarded_keeps_to_bars_that_cost_the_guard_scenes_no_f1():
     # nothing allowed beats one threshold on the user's scenes: one threshold
     assert choose_follow_guarded([pt(None, 0.9), pt(0.3, 0.95)], [pt(None, 0.7, f1=0.9), pt(0.3, 0.7, f1=0.8)],
                                  None).follow is None
+    # nor one that makes a false double on the guard's negatives where the reference made none
+    guard_d = [*guard[:2], FollowPoint(0.5, 0.9, 0.9, 0.875, 0.7, 1, 2, false_multi=1), guard[3]]
+    assert choose_follow_guarded(user, guard_d, 0.7, tie=0.03).follow == 0.3
+    assert choose_follow_guarded(user, [guard_d[0], guard_d[2], guard_d[3]], 0.7, tie=0.03).follow == 0.7
     with pytest.raises(ValueError, match="reference"):
         choose_follow_guarded(user, guard, 0.6)
 

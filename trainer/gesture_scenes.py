@@ -55,10 +55,12 @@ def room_bed(whole: np.ndarray, n: int, rng: np.random.Generator, rate: int) -> 
 
 
 def build(snaps: Sequence, room: Sequence[np.ndarray], rate: int, n_scenes: int = 12, seed: int = 0,
-          seconds: float = SCENE_SECONDS, kind: str = "user") -> tuple[list[Recording], dict[int, np.ndarray]]:
+          seconds: float = SCENE_SECONDS, kind: str = "user",
+          negatives: Sequence[np.ndarray] = ()) -> tuple[list[Recording], dict[int, np.ndarray]]:
     """`n_scenes` scenes of `seconds` each: (recordings with their truth, {index: audio at `rate`}).
     `snaps`: trainer.data.SnapClip at `rate`; each snap of a gesture is drawn at random from them, at
-    its own level. `kind` names the recordings (`kind-scene-NN`) and is their kind in the figures."""
+    its own level. `kind` names the recordings (`kind-scene-NN`) and is their kind in the figures.
+    `negatives`: recordings without a snap, listed after the scenes (false gestures are counted there)."""
     if not snaps:
         raise ValueError("no snaps to build scenes from")
     rng = np.random.default_rng(seed)
@@ -87,4 +89,7 @@ def build(snaps: Sequence, room: Sequence[np.ndarray], rate: int, n_scenes: int 
             gestures.append(Gesture.of(placed, len(placed)))
         recs.append(Recording(Path(f"{kind}-scene-{i:02d}"), "scene", kind, rate, n / rate, times, snrs, gestures))
         audio[i] = mix
+    for j, x in enumerate(x for x in negatives if len(x)):
+        audio[len(recs)] = np.asarray(x, dtype=np.float32)
+        recs.append(Recording(Path(f"{kind}-negative-{j:02d}"), "negative", kind, rate, len(x) / rate))
     return recs, audio

@@ -9,8 +9,9 @@ gestures, so it is chosen here on scenes: one pass of the model over them, then 
 pipeline replayed at the model's own threshold with each candidate follow threshold. The choice is
 the highest candidate within 1 % of the most gestures counted exactly (a smaller gain is noise on a
 few hundred gestures, and a lower bar lets speech join gestures), among those that add no false
-gesture on the scenes' negatives; none when no candidate counts more gestures exactly than one
-threshold alone. The weights and the threshold are not touched.
+gesture on the scenes' negatives and turn no false single into a false double or triple; none when
+no candidate counts more gestures exactly than one threshold alone. The weights and the threshold
+are not touched.
 
 Only validation scenes are accepted (`snap-train scenes --clips val --background-split val`): a
 setting chosen on the evaluation scenes would make `snap-train evaluate`'s figures on them no
@@ -42,6 +43,9 @@ class FollowPoint:
     exact: float
     false_gestures: int
     false_snaps: int
+    # false doubles and triples on the negatives: a lower bar can turn a false single into a false
+    # double (a sound right after it joins), which a light bound to a double snap would see
+    false_multi: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,13 +59,14 @@ EXACT_TIE = 0.01
 
 def choose_follow(points: list[FollowPoint], tie: float = EXACT_TIE) -> FollowPoint:
     """The point to keep (pure): `points` holds the one-threshold point (follow None) and the
-    candidates. A candidate must add no false gesture and count more gestures exactly than the
-    one-threshold point; of those within `tie` of the most exact gestures, the higher (safer) bar."""
+    candidates. A candidate must add no false gesture, turn no false single into a false double or
+    triple, and count more gestures exactly than the one-threshold point; of those within `tie` of
+    the most exact gestures, the higher (safer) bar."""
     off = next((p for p in points if p.follow is None), None)
     if off is None:
         raise ValueError("choose_follow needs the one-threshold point (follow None) among the points")
     ok = [p for p in points if p.follow is not None and p.false_gestures <= off.false_gestures
-          and p.exact > off.exact]
+          and p.false_multi <= off.false_multi and p.exact > off.exact]
     if not ok:
         return off
     best = max(p.exact for p in ok)
@@ -71,15 +76,16 @@ def choose_follow(points: list[FollowPoint], tie: float = EXACT_TIE) -> FollowPo
 def choose_follow_guarded(points: list[FollowPoint], guard: list[FollowPoint], reference: float | None,
                           tie: float = EXACT_TIE) -> FollowPoint:
     """`choose_follow` on `points` among the candidates whose snap F1 on the `guard` scenes is within
-    `tie` of the `reference` follow threshold's there (pure). Enrollment: `points` on the user's
+    `tie` of the `reference` follow threshold's there, with no more false doubles and triples on
+    the guard's negatives (pure). Enrollment: `points` on the user's
     scenes, `guard` on scenes of the shipped data's validation snaps, `reference` the base model's
     follow threshold (None: one threshold). F1, not exact counts: what a lower bar costs is
     precision (sounds next to a snap joining its gesture), and snap F1 on the shipped data is what
     an enrollment must not lose."""
-    ref = next((g.f1 for g in guard if g.follow == reference), None)
+    ref = next((g for g in guard if g.follow == reference), None)
     if ref is None:
         raise ValueError(f"choose_follow_guarded: no guard point at the reference follow threshold {reference}")
-    ok = {g.follow for g in guard if g.f1 >= ref - tie - 1e-12}
+    ok = {g.follow for g in guard if g.f1 >= ref.f1 - tie - 1e-12 and g.false_multi <= ref.false_multi}
     return choose_follow([p for p in points if p.follow is None or p.follow in ok], tie)
 
 
@@ -103,7 +109,8 @@ def replay_point(run: Any, recs: list, threshold: float, follow: float | None) -
     s, g, n = res["snaps"], res["gestures"], res.get("negatives")
     return FollowPoint(follow, float(s["precision"]), float(s["recall"]), float(s["f1"]),
                        float(g["exact_count_share"]), int(n["false_gestures"]["events"]) if n else 0,
-                       int(n["false_snaps"]["events"]) if n else 0)
+                       int(n["false_snaps"]["events"]) if n else 0,
+                       int(n["false_gestures_by_count"]["2+"]["events"]) if n else 0)
 
 
 def follow_points(model: Any, recs: list, candidates: list[float], audio: dict | None = None,
@@ -167,11 +174,12 @@ def run(args: argparse.Namespace) -> int:
     best = choose_follow(points)
     meta = model.metadata
     print(f"{args.model.name} on {args.scenes} at its threshold {meta.threshold:.3f}:")
-    print(f"{'follow':>7} {'P':>6} {'R':>6} {'F1':>6} {'exact':>6} {'false gestures':>15}")
+    print(f"{'follow':>7} {'P':>6} {'R':>6} {'F1':>6} {'exact':>6} {'false gestures':>15} {'of them 2+':>10}")
     for p in points:
         mark = "  <- kept" if p is best else ""
         label = "off" if p.follow is None else f"{p.follow:.2f}"
-        print(f"{label:>7} {p.precision:6.3f} {p.recall:6.3f} {p.f1:6.3f} {p.exact:6.3f} {p.false_gestures:15d}{mark}")
+        print(f"{label:>7} {p.precision:6.3f} {p.recall:6.3f} {p.f1:6.3f} {p.exact:6.3f} {p.false_gestures:15d}"
+              f"{p.false_multi:11d}{mark}")
     extra = dict(meta.extra)
     extra["tune"] = {"scenes": str(args.scenes),
                      "scenes_index": {k: index.get(k) for k in ("seed", "data", "clip_split", "background_split")}
