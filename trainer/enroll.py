@@ -22,8 +22,9 @@ Steps:
    the one with the fewest false triggers on audio none of them trained on (your held-back room,
    the shipped data's validation negatives) among those that find about as many held-back snaps;
 5. choose the follow threshold (the bar for a gesture's 2nd and 3rd snap) on gesture scenes of
-   the held-back snaps over the room audio (`trainer.gesture_scenes`, `snap-train tune`'s rule; the
-   base's value when too few snaps are held back or none does better);
+   the held-back snaps over the room audio (`trainer.gesture_scenes`, `snap-train tune`'s rule),
+   among the bars that cost scenes of the shipped data's validation snaps no more than a point of
+   F1 against the base's; the base's value when too few snaps are held back or none does better;
 6. write the model file (`trainer.export.export_model`) with the enrollment in its metadata and
    that follow threshold (dropped if not below the new threshold), and print a before/after table
    measured with the SnapPipeline on the held-back clips and on the shipped data's validation
@@ -729,11 +730,11 @@ def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: f
                                     cfg: "TuneConfig", shipped: tuple[list, list[np.ndarray]] | None = None) -> dict:
     """The follow threshold for an enrolled model, chosen on gesture scenes of the user's held-back
     snaps over their room (trainer.gesture_scenes) by `snap-train tune`'s rule, among the candidates
-    that count the gestures of scenes from the shipped data's validation snaps and audio (`shipped`:
-    (snap clips, recordings)) about as well as the base's value does. The base's value stays when
-    there are too few held-back snaps, when tuning is off, or when no allowed candidate counts more
-    of the user's gestures exactly than one threshold alone: a few dozen gestures are no evidence
-    against the value the base was tuned to on hundreds."""
+    that score about the base's value's snap F1 on scenes of the shipped data's validation snaps
+    over its validation audio (`shipped`: (snap clips, recordings); `tune.choose_follow_guarded`).
+    The base's value stays when there are too few held-back snaps, when tuning is off, or when no
+    allowed candidate counts more of the user's gestures exactly than one threshold alone: a few
+    dozen gestures are no evidence against the value the base was tuned to on hundreds."""
     from trainer import gesture_scenes
     from trainer.tune import DEFAULT_CANDIDATES, choose_follow, choose_follow_guarded, follow_points
 
@@ -763,7 +764,7 @@ def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: f
         best = choose_follow(points)
     if best.follow is None:
         return out | {"reason": "no candidate counted more of your gestures exactly than one threshold"
-                                + (" without counting fewer of the shipped data's" if "shipped_val" in out else "")}
+                                + (" at the shipped data's F1" if "shipped_val" in out else "")}
     return out | {"kept": best.follow, "tuned": True}
 
 

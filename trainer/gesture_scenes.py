@@ -27,7 +27,7 @@ SCENE_SECONDS = 30.0  # as `snap-train scenes`: about seven gestures each
 
 
 def snap_cut(samples: np.ndarray, onset: int, rate: int) -> tuple[np.ndarray, int]:
-    """The snap of a 2 s user clip with a little lead-in, edges faded; (cut, onset in the cut)."""
+    """The snap of a clip with a little lead-in, edges faded; (cut, onset in the cut)."""
     a = max(0, onset - int(LEAD_S * rate))
     return faded(samples[a:onset + int(SNAP_S * rate)], rate), onset - a
 

@@ -77,11 +77,10 @@ def choose_follow_guarded(points: list[FollowPoint], guard: list[FollowPoint], r
                           tie: float = EXACT_TIE) -> FollowPoint:
     """`choose_follow` on `points` among the candidates whose snap F1 on the `guard` scenes is within
     `tie` of the `reference` follow threshold's there, with no more false doubles and triples on
-    the guard's negatives (pure). Enrollment: `points` on the user's
-    scenes, `guard` on scenes of the shipped data's validation snaps, `reference` the base model's
-    follow threshold (None: one threshold). F1, not exact counts: what a lower bar costs is
-    precision (sounds next to a snap joining its gesture), and snap F1 on the shipped data is what
-    an enrollment must not lose."""
+    the guard's negatives (pure). Enrollment: `points` on the user's scenes, `guard` on scenes of
+    the shipped data's validation snaps, `reference` the base model's follow threshold (None: one
+    threshold). F1, not exact counts: what a lower bar costs is precision (sounds next to a snap
+    joining its gesture), and snap F1 on the shipped data is what an enrollment must not lose."""
     ref = next((g for g in guard if g.follow == reference), None)
     if ref is None:
         raise ValueError(f"choose_follow_guarded: no guard point at the reference follow threshold {reference}")
