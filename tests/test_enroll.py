@@ -54,42 +54,6 @@ def test_count_runs_and_positive_peak():
     assert en.positive_peak(scores, onset=300, window=300, hop=100, lo=100, hi=200) == pytest.approx(0.6)
 
 
-def _clicks(rate: int, at_s: list[float], seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Room tone with a sharp decaying broadband click at each time."""
-    rng = np.random.default_rng(seed)
-    x = 0.002 * rng.standard_normal(int(seconds * rate)).astype(np.float32)
-    k = np.arange(int(0.02 * rate))
-    for t in at_s:
-        i = int(t * rate)
-        x[i:i + len(k)] += (0.5 * rng.standard_normal(len(k)) * np.exp(-k / (0.003 * rate))).astype(np.float32)
-    return x
-
-
-def test_room_transients_finds_each_click_once_at_its_onset():
-    rate = 16000
-    at = [0.5, 0.9, 0.95, 2.0]  # 0.95 is 50 ms after 0.9: within the spacing, one transient
-    tr = en.room_transients([np.zeros(100, np.float32), _clicks(rate, at)], rate)
-    assert [i for i, _ in tr] == [1, 1, 1]  # a recording too short to judge holds none
-    assert [abs(o / rate - t) < 0.003 for (_, o), t in zip(tr, [0.5, 0.9, 2.0])] == [True] * 3
-    assert en.room_transients([_clicks(rate, [])], rate) == []  # steady room tone: none
-
-
-def test_room_transient_windows_put_the_onset_where_a_snap_would_be():
-    rate, window = 16000, 4000
-    x = _clicks(rate, [0.1, 1.5])
-    batches = en.BatchMaker(None, None, [x], window, 320, en.TuneConfig(p_room_transients=1.0))
-    batches.transients = en.room_transients([x], rate)
-    batches.region = (1000, 1500)
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        w = batches._transient(rng)
-        assert w.shape == (window,)
-        o = int(np.argmax(np.abs(w)))  # the click's peak comes a few ms after its onset
-        assert 1000 <= o <= 1500 + int(0.005 * rate)
-    xs, ys = batches(rng)  # every draw a room transient, labelled "no snap"
-    assert xs.shape == (64, window) and not ys.any()
-
-
 def test_calibrate_threshold_sits_between_room_and_snaps():
     peaks = [0.8, 0.85, 0.9, 0.95]
     room = [np.array([0.1, 0.2, 0.3, 0.2, 0.1])]

@@ -196,35 +196,6 @@ def count_runs(scores: np.ndarray, threshold: float, merge_windows: int = 1) -> 
     return int(1 + np.sum(np.diff(idx) > merge_windows))
 
 
-def room_transients(room: list[np.ndarray], rate: int, rise_db: float = 12.0, spacing_s: float = 0.1,
-                    frame_s: float = 0.0025) -> list[tuple[int, int]]:
-    """(recording index, onset sample) of every sharp transient in the room recordings: a frame of
-    the high-passed envelope `rise_db` over the median of the 100 ms before it, the loudest within
-    `spacing_s`, its onset placed by `snap_mqtt.onset.find_onset` (pure)."""
-    from snap_mqtt.onset import envelope, find_onset
-
-    out: list[tuple[int, int]] = []
-    f, look = max(1, int(frame_s * rate)), max(1, int(0.1 / frame_s))
-    for i, x in enumerate(room):
-        n = len(x) // f
-        if n <= look:
-            continue
-        env = envelope(np.asarray(x, dtype=np.float32), rate)[: n * f].reshape(n, f).max(axis=1)
-        db = 20 * np.log10(env + 1e-9)
-        before = np.array([np.median(db[max(0, k - look):k]) if k else db[0] for k in range(n)])
-        last = -10 ** 9
-        for k in np.flatnonzero(db - before >= rise_db):
-            if k * f - last < spacing_s * rate:
-                continue
-            lo, hi = k * f, min(len(x), (k + int(spacing_s / frame_s)) * f)
-            peak = lo + int(np.argmax(np.abs(x[lo:hi])))
-            o = find_onset(x, rate, start=max(0, peak - int(0.03 * rate)), stop=min(len(x), peak + f))
-            if o is not None:
-                out.append((i, int(o.index)))
-                last = int(o.index)
-    return out
-
-
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
@@ -582,10 +553,6 @@ class TuneConfig:
     # higher at 0.3-0.5 than at 0.7 for every one; docs/enrollment.md)
     tune_follow: bool = True
     follow_scenes: int = 12  # 30 s scenes: about 80 gestures
-    # share of each batch from windows of the user's room placed so that one of its sharp transients
-    # (a knock, a clap, a clink) starts where a snap would: random crops of the room rarely put one
-    # there, and mining only finds the ones the model already confuses
-    p_room_transients: float = 0.0
     seed: int = 0
 
 
@@ -602,8 +569,6 @@ class BatchMaker:
         self.hard = []
         self.hard_positives: list[np.ndarray] = []
         self.channel = None  # trainer.channel.Channel: the user's, for cfg.channel_match
-        self.transients: list[tuple[int, int]] = []  # (room recording, onset): `room_transients`
-        self.region = (0, 0)  # where a snap's onset lies in a positive window (onset_min, onset_max)
 
     @property
     def hard(self) -> list[tuple[int, int]]:
@@ -634,17 +599,6 @@ class BatchMaker:
             w = self._as_users(w, rng)
         return aug.random_gain(w, rng, -6.0, 6.0)
 
-    def _transient(self, rng: np.random.Generator) -> np.ndarray:
-        """A window of the user's room with one of its transients where a snap's onset would be."""
-        from trainer import augment as aug
-
-        i, onset = self.transients[int(rng.integers(len(self.transients)))]
-        x = self.room[i]
-        s = onset - int(rng.integers(self.region[0], self.region[1] + 1))
-        w = x[max(0, s): s + self.window]
-        w = np.pad(w, (max(0, -s), self.window - len(w) - max(0, -s)))
-        return aug.random_gain(w, rng, -6.0, 6.0)
-
     def _as_users(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A shipped window through the user's channel, `cfg.channel_match` of the time."""
         from trainer.channel import apply_channel
@@ -662,10 +616,6 @@ class BatchMaker:
                 w = self.hard_positives[int(rng.integers(len(self.hard_positives)))]
                 xs.append(aug.random_gain(w, rng, -3.0, 3.0))
                 ys.append(1.0)
-                continue
-            if self.transients and rng.random() < self.cfg.p_room_transients:
-                xs.append(self._transient(rng))
-                ys.append(0.0)
                 continue
             r = rng.random()
             if r < self.cfg.p_hard and self.hard:
@@ -903,10 +853,6 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
 
     batches = BatchMaker(user_sampler, shipped_sampler, pool, w, hop, cfg, user_recordings=shipped_at)
     batches.hard = list(hard)
-    if cfg.p_room_transients > 0:
-        batches.transients = room_transients(user.room_train, rate)
-        batches.region = (spec.onset_min, spec.onset_max)
-        say(f"your room: {len(batches.transients)} transients placed where snaps go, as negatives")
     channel = None
     if cfg.channel_match > 0 and shipped is not None and shipped.snaps["train"]:
         from trainer.channel import estimate_channel
