@@ -146,6 +146,7 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     fol = e["follow_threshold"]
     assert fol["base"] == base.metadata.follow_threshold
     assert fol["scenes"] == 4 and fol["gestures"] >= 4 * 5 and fol["snaps"] > fol["gestures"]
+    assert "shipped_val" not in fol  # the fixtures hold no validation audio: no guard, the user's scenes decide
     points = [FollowPoint(**p) for p in fol["points"]]
     assert points[0].follow is None and [p.follow for p in points[1:]] == [
         c for c in DEFAULT_CANDIDATES if c < meta.threshold]
