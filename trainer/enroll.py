@@ -721,9 +721,7 @@ class NetModel:
     def predict(self, windows):
         import torch
 
-        self.net.eval()
-        with torch.no_grad():
-            return torch.sigmoid(self.net(windows))
+        return torch.from_numpy(make_scorer(self.net)(windows.numpy()))
 
 
 def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: float | None, user: UserClips,
@@ -746,19 +744,20 @@ def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: f
         return out | {"reason": f"{len(user.snaps_held)} held-back snaps, fewer than {FOLLOW_MIN_SNAPS}"}
     rate = int(model.metadata.sample_rate)
     candidates = sorted(set(DEFAULT_CANDIDATES) | ({reference} if reference is not None else set()))
-    room = user.room_held + user.room_train
+    def counts(recs: list) -> dict:
+        return {"scenes": sum(r.role == "scene" for r in recs), "gestures": sum(len(r.gestures) for r in recs)}
+
+    # the room joined once: the scenes' beds and, whole, their negative
+    room = [gesture_scenes.room_audio(user.room_held + user.room_train, rate)]
     recs, audio = gesture_scenes.build(user.snaps_held, room, rate, n_scenes=cfg.follow_scenes, seed=cfg.seed,
-                                       negatives=[gesture_scenes.room_audio(room, rate)])
+                                       negatives=room)
     points = follow_points(model, recs, candidates, audio=audio, threshold=threshold)
-    out |= {"scenes": sum(r.role == "scene" for r in recs), "gestures": sum(len(r.gestures) for r in recs),
-            "snaps": sum(len(r.snaps) for r in recs), "points": [p.as_dict() for p in points]}
+    out |= counts(recs) | {"snaps": sum(len(r.snaps) for r in recs), "points": [p.as_dict() for p in points]}
     if shipped is not None and shipped[0] and shipped[1]:
         srecs, saudio = gesture_scenes.build(shipped[0], shipped[1], rate, n_scenes=cfg.follow_scenes,
                                              seed=cfg.seed, kind="shipped-val", negatives=shipped[1])
         guard = follow_points(model, srecs, candidates, audio=saudio, threshold=threshold)
-        out["shipped_val"] = {"scenes": sum(r.role == "scene" for r in srecs),
-                              "gestures": sum(len(r.gestures) for r in srecs),
-                              "points": [p.as_dict() for p in guard]}
+        out["shipped_val"] = counts(srecs) | {"points": [p.as_dict() for p in guard]}
         best = choose_follow_guarded(points, guard, reference)
     else:
         best = choose_follow(points)
