@@ -80,7 +80,7 @@ def main() -> int:
                     help="also evaluate on a `snap-train lookalikes` folder (recorded claps, another hand)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a fine-tuning setting (trainer.enroll.TuneConfig), e.g. --set p_hard=0.2")
+                    help="override a fine-tuning setting (trainer.finetune.TuneConfig), e.g. --set p_hard=0.2")
     args = ap.parse_args()
 
     import torch
@@ -88,16 +88,17 @@ def main() -> int:
     torch.set_num_threads(1)
     from snap_mqtt.model_file import default_model_path
     from trainer import enroll as en
+    from trainer import finetune as ft
     from trainer import scenes as sc
     from trainer import simroom as sr
 
     base = args.base or default_model_path()
-    overrides = tune_overrides(args.set, en.TuneConfig)
+    overrides = tune_overrides(args.set, ft.TuneConfig)
     args.work.mkdir(parents=True, exist_ok=True)
     shipped = args.shipped_scenes or args.work / "shipped-scenes"
     if not (shipped / sc.INDEX_NAME).exists():
         sc.build(args.data, shipped, seed=0)
-    results = {"base": str(base), "tune": {**dataclasses.asdict(en.TuneConfig()), **overrides}, "persons": {}}
+    results = {"base": str(base), "tune": {**dataclasses.asdict(ft.TuneConfig()), **overrides}, "persons": {}}
     results["shipped_base"] = figures(base, shipped)
     if args.lookalikes:
         results["lookalikes_base"] = figures(base, args.lookalikes)
@@ -106,7 +107,7 @@ def main() -> int:
         if not (d / "person.json").exists():
             sr.build_simroom(args.data, d, seed=seed, n_snaps=args.snaps, room_seconds=args.room_seconds)
         out = args.work / f"enrolled-{seed}.pt"
-        cfg = en.TuneConfig(**{"seed": 0, **({"steps": args.steps} if args.steps else {}), **overrides})
+        cfg = ft.TuneConfig(**{"seed": 0, **({"steps": args.steps} if args.steps else {}), **overrides})
         t0 = time.monotonic()
         r = en.enroll(d / "enroll", out, base, args.data, cfg, overwrite=True, progress=False)
         wall = time.monotonic() - t0

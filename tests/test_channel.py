@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfilt, sosfreqz
 
-from trainer import enroll as en
+from trainer import finetune as ft
 from trainer.channel import apply_channel, estimate_channel, mean_snap_power, smooth_octaves
 from trainer.data import SnapClip
 
@@ -104,8 +104,8 @@ def test_batches_play_shipped_windows_through_the_users_channel_at_the_set_share
     # a channel that scales by -1: filtered windows are told apart by their sign
     ch = estimate_channel(_bursts(10, rng), _bursts(10, rng), RATE)
     ch = type(ch)(ch.sample_rate, ch.n_fft, ch.gain_db, np.array([-1.0], dtype=np.float32))
-    cfg = en.TuneConfig(batch=400, p_hard=0.0, p_user=0.5, channel_match=0.5)
-    bm = en.BatchMaker(Const(0.25), Const(0.5), [], 4000, 320, cfg)
+    cfg = ft.TuneConfig(batch=400, p_hard=0.0, p_user=0.5, channel_match=0.5)
+    bm = ft.BatchMaker(Const(0.25), Const(0.5), [], 4000, 320, cfg)
     bm.channel = ch
     x, _ = bm(rng)
     first = x[:, 0]
@@ -114,11 +114,11 @@ def test_batches_play_shipped_windows_through_the_users_channel_at_the_set_share
     assert 150 < user < 250 and 0.35 < flipped / (shipped + flipped) < 0.65
     # hard windows: the user's room (index 0) never, the shipped data's (index 1) at the share
     room = [np.full(8000, 0.25, np.float32), np.full(8000, 0.5, np.float32)]
-    bm = en.BatchMaker(Const(0.25), None, room, 4000, 320, en.TuneConfig(channel_match=1.0), user_recordings=1)
+    bm = ft.BatchMaker(Const(0.25), None, room, 4000, 320, ft.TuneConfig(channel_match=1.0), user_recordings=1)
     bm.channel = ch
     bm.hard = [(0, 0)]
     assert all(np.all(bm._hard(rng) > 0) for _ in range(20))
     bm.hard = [(1, 0)]
     assert all(np.all(bm._hard(rng) < 0) for _ in range(20))
-    bm.cfg = en.TuneConfig(channel_match=0.0)
+    bm.cfg = ft.TuneConfig(channel_match=0.0)
     assert all(np.all(bm._hard(rng) > 0) for _ in range(20))

@@ -12,8 +12,11 @@ import pytest
 
 from snap_mqtt.audio_io import read_audio, write_audio_atomic
 from snap_mqtt.model_file import default_model_path, load_model
+from trainer import calibration as calib
 from trainer import enroll as en
+from trainer import finetune as ft
 from trainer import simroom as sr
+from trainer import user_clips as uc
 from trainer.cli import UsageError
 from trainer.tune import DEFAULT_CANDIDATES, FollowPoint, choose_follow
 
@@ -26,46 +29,46 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
 
 def test_held_back_names_deterministic_and_order_free():
     names = [f"clip-{i:03d}.flac" for i in range(50)]
-    a = en.held_back_names(names, 0.2)
-    b = en.held_back_names(list(reversed(names)), 0.2)
+    a = uc.held_back_names(names, 0.2)
+    b = uc.held_back_names(list(reversed(names)), 0.2)
     assert a == b
     assert len(a) == 10
-    assert en.held_back_names(names[:4], 0.2) == set()  # too few to hold any back
+    assert uc.held_back_names(names[:4], 0.2) == set()  # too few to hold any back
     # adding clips never moves an already held-back clip... only into the order; the set is a
     # function of the names alone
-    assert en.held_back_names(names + ["new.flac"], 0.2) != set()
+    assert uc.held_back_names(names + ["new.flac"], 0.2) != set()
 
 
 def test_split_recording_holds_back_the_tail():
     x = np.arange(10 * 100, dtype=np.float32)
-    a, b = en.split_recording(x, 0.2, 100)
+    a, b = uc.split_recording(x, 0.2, 100)
     assert len(a) == 800 and len(b) == 200 and b[0] == 800
-    a, b = en.split_recording(x[:150], 0.2, 100)  # under 2 s: all training
+    a, b = uc.split_recording(x[:150], 0.2, 100)  # under 2 s: all training
     assert len(a) == 150 and len(b) == 0
 
 
 def test_count_runs_and_positive_peak():
     s = np.array([0.1, 0.9, 0.95, 0.2, 0.1, 0.1, 0.8, 0.1, 0.7])
-    assert en.count_runs(s, 0.5) == 3
-    assert en.count_runs(s, 0.5, merge_windows=3) == 2  # 0.8 and 0.7 are 2 windows apart
-    assert en.count_runs(s, 0.99) == 0
+    assert calib.count_runs(s, 0.5) == 3
+    assert calib.count_runs(s, 0.5, merge_windows=3) == 2  # 0.8 and 0.7 are 2 windows apart
+    assert calib.count_runs(s, 0.99) == 0
     # window k starts at k*hop; onset 300 with hop 100 and region [100, 200] -> windows 1 and 2
     scores = np.array([0.9, 0.3, 0.6, 0.99])
-    assert en.positive_peak(scores, onset=300, window=300, hop=100, lo=100, hi=200) == pytest.approx(0.6)
+    assert calib.positive_peak(scores, onset=300, window=300, hop=100, lo=100, hi=200) == pytest.approx(0.6)
 
 
 def test_calibrate_threshold_sits_between_room_and_snaps():
     peaks = [0.8, 0.85, 0.9, 0.95]
     room = [np.array([0.1, 0.2, 0.3, 0.2, 0.1])]
-    cal = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
+    cal = calib.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
     assert 0.3 < cal.threshold <= 0.8
     assert cal.recall == 1.0 and cal.false_triggers == 0 and cal.allowed == 0
     # overlapping scores: the target wins over recall
     room = [np.array([0.1, 0.9, 0.1])]
-    cal = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
+    cal = calib.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
     assert cal.threshold > 0.9 and cal.false_triggers == 0 and cal.recall == pytest.approx(0.25)
     # a target that allows a trigger on this much audio gives recall back
-    cal2 = en.calibrate_threshold(peaks, room, hours=1.0, target_per_hour=1.0)
+    cal2 = calib.calibrate_threshold(peaks, room, hours=1.0, target_per_hour=1.0)
     assert cal2.recall == 1.0 and cal2.false_triggers == 1
 
 
@@ -99,7 +102,7 @@ def _user_dir(root: Path, seed: int = 3) -> Path:
     return d
 
 
-def _mean_scores(model, user: en.UserClips) -> tuple[float, float]:
+def _mean_scores(model, user: uc.UserClips) -> tuple[float, float]:
     """(mean positive-region peak on the user's snaps, mean window score on the user's room)."""
     import torch
 
@@ -110,9 +113,9 @@ def _mean_scores(model, user: en.UserClips) -> tuple[float, float]:
         return model.predict(torch.from_numpy(np.ascontiguousarray(wins))).numpy()
 
     snaps = user.snaps_train + user.snaps_held
-    peaks = [en.positive_peak(en.scores_of(score, s.samples, w, hop), s.onset, w, hop,
+    peaks = [calib.positive_peak(ft.scores_of(score, s.samples, w, hop), s.onset, w, hop,
                               meta.onset_min_samples, meta.onset_max_samples) for s in snaps]
-    room = np.concatenate([en.scores_of(score, x, w, hop) for x in user.room_train + user.room_held])
+    room = np.concatenate([ft.scores_of(score, x, w, hop) for x in user.room_train + user.room_held])
     return float(np.mean(peaks)), float(np.mean(room))
 
 
@@ -121,7 +124,7 @@ def enrolled(tmp_path_factory):
     root = tmp_path_factory.mktemp("enroll")
     d = _user_dir(root)
     out = root / "mine.pt"
-    cfg = en.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, typing_seconds=30, candidates=2,
+    cfg = ft.TuneConfig(steps=60, batch=32, seed=0, lookalike_seconds=60, typing_seconds=30, candidates=2,
                         follow_scenes=4)
     result = en.enroll(d, out, default_model_path(), FIX, cfg, holdout=0.2, shipped_clips=10, progress=False)
     return d, out, result
@@ -165,7 +168,7 @@ def test_enrollment_writes_a_valid_model_with_enrollment_metadata(enrolled):
     assert e["hard_negatives"]["shipped_negative_seconds"] > 0
     assert 0 <= e["hard_negatives"]["from_shipped_data"] <= e["hard_negatives"]["mined_windows"]
     # the user's channel, estimated from their snaps: the simulated mic (seed 3) stops at 5.7 kHz
-    assert e["fine_tuning"]["channel_match"] == en.TuneConfig.channel_match > 0
+    assert e["fine_tuning"]["channel_match"] == ft.TuneConfig.channel_match > 0
     gain = e["channel"]["gain_db"]
     assert gain["7500"] < gain["2000"] - 6 and e["channel"]["fir_taps"] > 16
     # two fine-tunings (--candidates 2: seeds 0 and 1), each measured on held-out negatives; the
@@ -193,7 +196,7 @@ def test_enrollment_moves_scores_the_right_way(enrolled):
     d, out, _ = enrolled
     base = load_model(default_model_path())
     new = load_model(out)
-    user = en.load_user_dir(d, base.metadata.sample_rate, 0.2)
+    user = uc.load_user_dir(d, base.metadata.sample_rate, 0.2)
     snap_b, room_b = _mean_scores(base, user)
     snap_a, room_a = _mean_scores(new, user)
     # snaps up and/or room down, and the two further apart than before
@@ -219,7 +222,7 @@ def test_make_scorer_scores_in_eval_mode_and_leaves_batchnorm_alone():
     assert net.training
     before = {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
     x = np.random.default_rng(0).normal(0, 0.05, (40, 4000)).astype(np.float32)
-    got = en.make_scorer(net)(x)
+    got = ft.make_scorer(net)(x)
     want = load_model(default_model_path()).predict(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
@@ -236,7 +239,7 @@ def test_enrollment_keeps_the_base_batchnorm_statistics_and_reports_the_real_bas
     base, new = _batchnorm_buffers(default_model_path()), _batchnorm_buffers(out)
     assert base and all(torch.equal(base[k], new[k]) for k in base)
     model = load_model(default_model_path())
-    user = en.load_user_dir(d, model.metadata.sample_rate, 0.2)
+    user = uc.load_user_dir(d, model.metadata.sample_rate, 0.2)
 
     def score(wins):
         return model.predict(torch.from_numpy(np.ascontiguousarray(wins))).numpy()
@@ -250,23 +253,23 @@ def test_enroll_never_overwrites(enrolled):
     d, out, _ = enrolled
     before = out.read_bytes()
     with pytest.raises(UsageError, match="exists"):
-        en.enroll(d, out, default_model_path(), FIX, en.TuneConfig(steps=1, batch=4), progress=False)
+        en.enroll(d, out, default_model_path(), FIX, ft.TuneConfig(steps=1, batch=4), progress=False)
     assert out.read_bytes() == before
     with pytest.raises(UsageError, match="base model itself"):
-        en.enroll(d, default_model_path(), default_model_path(), FIX, en.TuneConfig(steps=1, batch=4),
+        en.enroll(d, default_model_path(), default_model_path(), FIX, ft.TuneConfig(steps=1, batch=4),
                   overwrite=True, progress=False)
 
 
 def test_missing_folders_give_clear_errors(tmp_path, caplog):
     (tmp_path / "snap").mkdir()
     with pytest.raises(UsageError, match="no_snap"):
-        en.load_user_dir(tmp_path, 16000)
+        uc.load_user_dir(tmp_path, 16000)
     (tmp_path / "no_snap").mkdir()
     write_audio_atomic(tmp_path / "no_snap" / "room.wav", np.random.default_rng(0).normal(0, 0.01, 32000), 16000)
     (tmp_path / "snap" / "broken.wav").write_bytes(b"RIFF not really")
     with caplog.at_level(logging.WARNING):
         with pytest.raises(UsageError, match="no usable snap clips"):
-            en.load_user_dir(tmp_path, 16000)
+            uc.load_user_dir(tmp_path, 16000)
     assert "broken.wav" in caplog.text
 
 
@@ -297,7 +300,7 @@ def test_calibrate_threshold_out_of_reach_keeps_recall():
     # met, and pushing the threshold up would only lose snaps
     peaks = [0.5] * 9 + [0.3]
     room = [np.array([0.999, 0.01, 0.6])]
-    cal = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
+    cal = calib.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
     assert cal.note and "no threshold" in cal.note
     assert cal.threshold <= 0.5 and cal.recall >= 0.9
     assert cal.false_triggers == 2
@@ -306,21 +309,21 @@ def test_calibrate_threshold_out_of_reach_keeps_recall():
 def test_calibrate_threshold_keeps_the_base_threshold_when_it_costs_no_snap():
     peaks = [0.97, 0.98, 0.99, 0.995]
     room = [np.array([0.1, 0.2, 0.3])]
-    free = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
-    kept = en.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    free = calib.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5)
+    kept = calib.calibrate_threshold(peaks, room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert free.threshold < 0.94 and kept.threshold == pytest.approx(0.94)
     assert kept.recall == 1.0 and "base threshold" in kept.note
     # a floor that would lose two or more held-back snaps is not kept
-    low = en.calibrate_threshold([0.5, 0.6, 0.97], room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    low = calib.calibrate_threshold([0.5, 0.6, 0.97], room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert low.recall == 1.0
     assert 0.49 <= low.threshold <= 0.5  # only as far down as the weakest held-back snap needs
     assert "only as far" in low.note
     # one snap of ten is no evidence: the base threshold stays
     ten = [0.6] + [0.97 + 0.002 * i for i in range(9)]
-    one = en.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94)
+    one = calib.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94)
     assert one.threshold == pytest.approx(0.94) and one.recall == pytest.approx(0.9)
     assert "finds 1 more held-back snap, fewer than 2" in one.note
-    anyway = en.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94, min_gain=1)
+    anyway = calib.calibrate_threshold(ten, room, hours=0.01, target_per_hour=0.5, floor=0.94, min_gain=1)
     assert anyway.threshold <= 0.6 and anyway.recall == 1.0
 
 
@@ -384,7 +387,7 @@ def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():
     bank = ClipBank(sample_rate=rate)
     bank.backgrounds["train"] = [np.zeros(8000, np.float32), np.zeros(0, np.float32)]
     bank.no_snaps["train"] = [np.full(4000, 0.1, np.float32), np.full(4000, -0.1, np.float32)]
-    audio = en.shipped_negative_audio(bank, rate)
+    audio = ft.shipped_negative_audio(bank, rate)
     assert [len(a) for a in audio] == [8000, 8000 - int(0.010 * rate)]  # empty skipped; 10 ms crossfade
 
     from snap_mqtt.detector import WindowSpec
@@ -393,7 +396,7 @@ def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():
                       onset_min_samples=1440, onset_max_samples=3360)
     x = np.zeros(3 * rate, np.float32)
     x[rate: rate + 200] = np.hanning(200) * np.random.default_rng(0).standard_normal(200)  # a click at 1.0 s
-    found, real = en.mine_hard_negatives(lambda w: np.full(len(w), 0.9), spec, 0.5, [np.zeros(rate, np.float32), x],
+    found, real = ft.mine_hard_negatives(lambda w: np.full(len(w), 0.9), spec, 0.5, [np.zeros(rate, np.float32), x],
                                          near_miss=0.5, offset=7)
     assert found and all(i == 8 for i, _ in found)  # second recording, indices shifted by the offset
     assert real == len(found)
@@ -403,15 +406,15 @@ def test_shipped_negatives_are_joined_and_mined_windows_keep_their_recording():
 def test_hard_negatives_are_drawn_half_from_the_users_room_however_many_the_shipped_data_gave():
     rng = np.random.default_rng(0)
     room = [np.zeros(8000, np.float32) for _ in range(3)]
-    cfg = en.TuneConfig(p_hard_user=0.5)
-    bm = en.BatchMaker(None, None, room, 4000, 320, cfg, user_recordings=1)
+    cfg = ft.TuneConfig(p_hard_user=0.5)
+    bm = ft.BatchMaker(None, None, room, 4000, 320, cfg, user_recordings=1)
     bm.hard = [(0, 0)] + [(1, s) for s in range(0, 4000, 320)] + [(2, s) for s in range(0, 4000, 320)]
     picks = [bm._pick_hard(rng)[0] for _ in range(2000)]
     share = picks.count(0) / len(picks)
     assert 0.45 < share < 0.55  # one user window against 26 shipped ones, still half the draws
     bm.hard = [(1, 0), (2, 0)]  # no user windows: the shipped ones
     assert {bm._pick_hard(rng)[0] for _ in range(50)} == {1, 2}
-    alone = en.BatchMaker(None, None, room, 4000, 320, cfg)  # without shipped data: all the user's
+    alone = ft.BatchMaker(None, None, room, 4000, 320, cfg)  # without shipped data: all the user's
     alone.hard = [(0, 0), (2, 0)]
     assert {alone._pick_hard(rng)[0] for _ in range(50)} == {0, 2}
 
@@ -422,12 +425,12 @@ def test_enrollment_without_drum_kits_warns_and_goes_on(tmp_path, caplog):
     bank = ClipBank(sample_rate=16000)
     bank.backgrounds["train"] = [np.zeros(16000 * 3, dtype=np.float32)]
     bank.background_kinds["train"] = ["household"]
-    cfg = en.TuneConfig(lookalike_seconds=60, kits=str(tmp_path / "no-kits"))
+    cfg = ft.TuneConfig(lookalike_seconds=60, kits=str(tmp_path / "no-kits"))
     with caplog.at_level("WARNING"):
         assert en.add_shipped_lookalikes(bank, cfg) == 0
     assert str(tmp_path / "no-kits") in caplog.text and "without recorded look-alikes" in caplog.text
     assert len(bank.backgrounds["train"]) == 1  # nothing added
-    assert en.add_shipped_lookalikes(bank, en.TuneConfig(lookalike_seconds=0)) == 0
+    assert en.add_shipped_lookalikes(bank, ft.TuneConfig(lookalike_seconds=0)) == 0
 
 
 def test_enrollment_replays_typing_and_goes_on_without_the_keyboard(tmp_path, caplog):
@@ -440,22 +443,22 @@ def test_enrollment_replays_typing_and_goes_on_without_the_keyboard(tmp_path, ca
         return b
 
     with_keys = bank()
-    assert en.add_shipped_typing(with_keys, en.TuneConfig(typing_seconds=30)) == 30  # whole 30 s tracks
+    assert en.add_shipped_typing(with_keys, ft.TuneConfig(typing_seconds=30)) == 30  # whole 30 s tracks
     assert with_keys.background_kinds["train"][1:] == ["typing"] * (len(with_keys.backgrounds["train"]) - 1)
     typed = np.concatenate(with_keys.backgrounds["train"][1:])
     assert np.abs(typed).max() > 0.01  # key strokes, not the silent bed
     none = bank()
     with caplog.at_level("WARNING"):
-        assert en.add_shipped_typing(none, en.TuneConfig(typing_seconds=20, keyboard=str(tmp_path / "no-keys"))) == 0
+        assert en.add_shipped_typing(none, ft.TuneConfig(typing_seconds=20, keyboard=str(tmp_path / "no-keys"))) == 0
     assert str(tmp_path / "no-keys") in caplog.text and "without typing" in caplog.text
     assert len(none.backgrounds["train"]) == 1  # nothing added
-    assert en.add_shipped_typing(none, en.TuneConfig(typing_seconds=0)) == 0
+    assert en.add_shipped_typing(none, ft.TuneConfig(typing_seconds=0)) == 0
 
 
 def test_enrollment_without_the_shipped_data_warns_and_chooses_by_the_room_alone(tmp_path, caplog):
     d = _user_dir(tmp_path)
     out = tmp_path / "alone.pt"
-    cfg = en.TuneConfig(steps=20, batch=16, seed=0, candidates=2)
+    cfg = ft.TuneConfig(steps=20, batch=16, seed=0, candidates=2)
     with caplog.at_level("WARNING"):
         r = en.enroll(d, out, default_model_path(), tmp_path / "no-data", cfg, shipped_clips=10, progress=False)
     assert str(tmp_path / "no-data") in caplog.text and "your clips alone" in caplog.text

@@ -11,7 +11,9 @@ import pytest
 from snap_mqtt.audio_io import read_audio
 from snap_mqtt.onset import snap_onset
 from trainer import enroll as en
+from trainer import finetune as ft
 from trainer import gesture_scenes as us
+from trainer import user_clips as uc
 from trainer.data import SnapClip
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "audio"
@@ -77,17 +79,17 @@ def test_a_short_room_is_looped_without_a_click():
         us.room_audio([np.zeros(0, np.float32)], RATE)
 
 
-def _user(held: int) -> en.UserClips:
+def _user(held: int) -> uc.UserClips:
     snaps = _snaps(6)
-    return en.UserClips(snaps_train=snaps[held:], snaps_held=snaps[:held], room_train=[np.zeros(RATE, np.float32)],
+    return uc.UserClips(snaps_train=snaps[held:], snaps_held=snaps[:held], room_train=[np.zeros(RATE, np.float32)],
                         room_held=[], room_names=["room.flac"])
 
 
 def test_enrollment_keeps_the_base_follow_threshold_with_too_few_held_back_snaps_or_tuning_off():
     # neither case runs a model (None would fail if it did)
-    few = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(en.FOLLOW_MIN_SNAPS - 1), en.TuneConfig())
+    few = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(en.FOLLOW_MIN_SNAPS - 1), ft.TuneConfig())
     assert few["kept"] == 0.7 and few["tuned"] is False and "fewer than" in few["reason"]
-    off = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(5), en.TuneConfig(tune_follow=False))
+    off = en.choose_follow_on_gesture_scenes(None, 0.94, 0.7, _user(5), ft.TuneConfig(tune_follow=False))
     assert off["kept"] == 0.7 and off["tuned"] is False and "off" in off["reason"]
 
 
@@ -100,7 +102,7 @@ def test_enrollment_chooses_the_follow_threshold_on_the_users_scenes_within_the_
     user = _user(5)
     user.room_train = [read_audio(FIX / "background" / "dishes.flac", RATE).samples]
     shipped = (_snaps(8)[5:], [read_audio(FIX / "background" / "speech.flac", RATE).samples])
-    r = en.choose_follow_on_gesture_scenes(model, th, 0.7, user, en.TuneConfig(follow_scenes=2), shipped=shipped)
+    r = en.choose_follow_on_gesture_scenes(model, th, 0.7, user, ft.TuneConfig(follow_scenes=2), shipped=shipped)
     assert r["scenes"] == r["shipped_val"]["scenes"] == 2 and r["gestures"] >= 8
     points = [FollowPoint(**p) for p in r["points"]]
     guard = [FollowPoint(**p) for p in r["shipped_val"]["points"]]
@@ -109,6 +111,6 @@ def test_enrollment_chooses_the_follow_threshold_on_the_users_scenes_within_the_
     assert r["tuned"] is (best.follow is not None)
     assert r["kept"] == (best.follow if best.follow is not None else 0.7)
     # the base's value when it is not below the enrolled threshold: the reference is then one threshold
-    hi = en.choose_follow_on_gesture_scenes(model, 0.65, 0.7, user, en.TuneConfig(follow_scenes=2), shipped=shipped)
+    hi = en.choose_follow_on_gesture_scenes(model, 0.65, 0.7, user, ft.TuneConfig(follow_scenes=2), shipped=shipped)
     assert [p["follow"] for p in hi["points"]] == [None, 0.3, 0.4, 0.5, 0.6]
     assert hi["kept"] is None or hi["kept"] < 0.65

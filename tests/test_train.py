@@ -215,7 +215,7 @@ class _StripSampler:
 
 
 def test_mining_hard_positives_keeps_missed_and_late_snaps_only():
-    from trainer.enroll import mine_hard_positives
+    from trainer.finetune import mine_hard_positives
 
     # per snap (strip), the probabilities of its three windows
     probs = {1: [0.1, 0.3, 0.2],    # missed: its best window (1) and the neighbours 0, 2
@@ -235,7 +235,7 @@ def test_mining_hard_positives_keeps_missed_and_late_snaps_only():
 
 
 def test_batches_draw_hard_positives_as_snaps_at_their_share():
-    from trainer.enroll import BatchMaker, TuneConfig
+    from trainer.finetune import BatchMaker, TuneConfig
 
     class Neg:
         def draw(self, rng):

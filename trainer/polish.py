@@ -6,7 +6,7 @@ Window-level training draws windows at random; the listener fires on events. Thi
 listener's own SnapPipeline over the training and validation parts' negative audio (their no_snap
 clips joined end to end and their backgrounds, never the test part or the evaluation backgrounds),
 and trains against every window where it fires, near misses at 0.3x the threshold included,
-mining again after each third of the steps: enrollment's fine-tuning (`trainer.enroll`), with the
+mining again after each third of the steps: enrollment's fine-tuning (`trainer.finetune`), with the
 training part's own windows in place of a user's. The threshold stays the one the model was
 calibrated with, and so does its follow threshold (`snap-train tune`); the test windows are scored
 again and the metadata records both.
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 500
 NEGATIVE_SPLITS = ("train", "val")  # the test part stays unseen
-# share of each batch from mined hard positives (`trainer.enroll.mine_hard_positives`): training snaps
+# share of each batch from mined hard positives (`trainer.finetune.mine_hard_positives`): training snaps
 # the detector would miss or decide late. With the soup below it added recall and decided snaps
 # sooner at the same false triggers (model card rows 18 and 21)
 DEFAULT_HARD_POSITIVES = 0.1
@@ -49,7 +49,7 @@ def check_soup(n: int, flag: str) -> None:
 
 def negative_audio(bank: Any, splits: tuple[str, ...] = NEGATIVE_SPLITS) -> list[np.ndarray]:
     """The parts' backgrounds and their no_snap clips joined end to end, as recordings to mine."""
-    from trainer.enroll import shipped_negative_audio
+    from trainer.finetune import shipped_negative_audio
 
     return shipped_negative_audio(bank, bank.sample_rate, splits)
 
@@ -99,32 +99,32 @@ def average_states(states: list[dict], weights: list[float] | None = None) -> di
 
 def _polish_once(net: Any, sampler: Any, pool: list[np.ndarray], det_spec: Any, steps: int, seed: int,
                  progress: bool, hard_positive_share: float) -> dict:
-    from trainer import enroll as en
+    from trainer import finetune as ft
 
-    cfg = en.TuneConfig(steps=steps, p_user=0.7, p_hard=0.3, seed=seed, p_hard_pos=hard_positive_share)
+    cfg = ft.TuneConfig(steps=steps, p_user=0.7, p_hard=0.3, seed=seed, p_hard_pos=hard_positive_share)
     t0 = time.monotonic()
     rng = np.random.default_rng([seed, 11])
     draws = cfg.hard_positive_draws if cfg.p_hard_pos > 0 else 0
-    hard, fired = en.mine_hard_negatives(en.make_scorer(net), det_spec, det_spec.threshold, pool, cfg.near_miss)
-    batches = en.BatchMaker(sampler, None, pool, det_spec.window_samples, det_spec.hop_samples, cfg)
+    hard, fired = ft.mine_hard_negatives(ft.make_scorer(net), det_spec, det_spec.threshold, pool, cfg.near_miss)
+    batches = ft.BatchMaker(sampler, None, pool, det_spec.window_samples, det_spec.hop_samples, cfg)
     batches.hard = list(hard)
     hop = det_spec.hop_samples
-    pos, snaps = en.mine_hard_positives(en.make_scorer(net), sampler, draws, det_spec.threshold, hop, rng)
+    pos, snaps = ft.mine_hard_positives(ft.make_scorer(net), sampler, draws, det_spec.threshold, hop, rng)
     batches.hard_positives = pos
     rounds = [{"windows": len(hard), "false_triggers": fired, "hard_positives": len(batches.hard_positives), **snaps}]
 
     def remine(current) -> None:
-        score = en.make_scorer(current)
-        more, n = en.mine_hard_negatives(score, det_spec, det_spec.threshold, pool, cfg.near_miss)
+        score = ft.make_scorer(current)
+        more, n = ft.mine_hard_negatives(score, det_spec, det_spec.threshold, pool, cfg.near_miss)
         batches.hard = list(dict.fromkeys(batches.hard + more))
-        pos, snaps = en.mine_hard_positives(score, sampler, draws, det_spec.threshold, hop, rng)
+        pos, snaps = ft.mine_hard_positives(score, sampler, draws, det_spec.threshold, hop, rng)
         batches.hard_positives = batches.hard_positives + pos
         rounds.append({"windows": len(more), "false_triggers": n, "hard_positives": len(pos), **snaps})
         current.eval()
 
     todo = bool(hard or batches.hard_positives)
     if todo:
-        losses = en.fine_tune(net, batches, cfg, remine=remine, progress=progress)
+        losses = ft.fine_tune(net, batches, cfg, remine=remine, progress=progress)
     else:  # nothing fires on the negatives, not even near misses, and no snap is missed: nothing to learn
         losses = []
     return {"steps": steps if todo else 0, "settings": asdict(cfg), "hard_positive_draws": draws,
