@@ -138,7 +138,7 @@ def main() -> int:
         print(row(f"person {seed} room, base", p["room_before"]))
         print(row(f"person {seed} room, enrolled", p["room_after"]))
         print(row(f"shipped test scenes, enrolled {seed}", p["shipped_after"]))
-        print(row(f"  same, at the base threshold", p["shipped_after_base_threshold"]))
+        print(row("  same, at the base threshold", p["shipped_after_base_threshold"]))
         print(f"  enrollment wall time {p['enroll_seconds']} s (1 torch thread); "
               f"negatives {p['room_after']['negative_hours']:.3f} h, false gestures by kind "
               f"{p['room_after']['by_kind_false_gestures']}")

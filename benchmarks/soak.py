@@ -38,7 +38,6 @@ MATCH_S = 0.05  # an event's onset time against the known onset
 
 def _sources(data: Path | None) -> tuple[list[Path], list[Path], str]:
     """(backgrounds, snap clips, description): held-out parts only."""
-    from snap_mqtt.onset import snap_onset  # noqa: F401  (checked per clip below)
     from trainer.splits import background_split, split_of
 
     if data is not None and (data / "snap").is_dir() and (data / "background").is_dir():

@@ -21,8 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from snap_mqtt.capture import AudioBlock, AudioEnd, BlockQueue, MicSource
 from snap_mqtt.events import GestureEvent, SnapEvent
 from snap_mqtt.model_file import ModelFileError, SnapModel, load_model

@@ -318,7 +318,7 @@ def test_detect_skips_every_broken_file_by_name_and_processes_the_rest(good_file
     assert len(skipped) == len(BROKEN)
     for p in good:
         _assert_found(_snap_times(events, d / f"m_{p.name}"), EXCERPT_SNAPS, p.name)
-    assert f"2 file(s) processed" in err and f"{len(BROKEN)} failed" in err
+    assert "2 file(s) processed" in err and f"{len(BROKEN)} failed" in err
 
 
 def test_detect_on_a_wav_cut_mid_stream_keeps_what_is_there(good_files, capsys, clean_env, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from listener_support import (ListenerProc, Proxy, Recorder, age_on_arrival, event_times, make_energy_model,
                               make_glitchy_model, make_never_model, make_scene)
-from services import SINK, Broker, SecureBroker
+from services import SINK, SecureBroker
 from snap_mqtt import cli
 from snap_mqtt.mqtt_client import MqttLink, MqttOptions
 from snap_mqtt.topics import Topics
@@ -68,7 +68,6 @@ def test_broker_down_at_start_then_network_cut_and_broker_restart(tmp_path, brok
         dropped_first = proc.log.count("dropped")
 
         # 2. network cut mid-stream (the broker stays up): reconnect, nothing stale
-        cut = time.monotonic()
         proxy.block()
         _wait_log(proc, "MQTT: disconnected", timeout=10)
         time.sleep(MAX_AGE + 2.0)

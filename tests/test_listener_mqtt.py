@@ -11,7 +11,6 @@ import json
 import signal
 import time
 
-import pytest
 
 from listener_support import (DEMO, DEMO_TRUTH, ListenerProc, Recorder, close_to, event_times,
                               make_energy_model, make_scaled_model, make_scene, retained)

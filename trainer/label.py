@@ -424,7 +424,7 @@ def _run_auto(args: argparse.Namespace, folder: Path, out: Path, journal: Journa
     print(f"done: {counts['snap']} snap, {counts['no_snap']} no_snap, {counts['uncertain']} uncertain left "
           f"in {folder}" + (f", {counts['unreadable']} unreadable" if counts["unreadable"] else "")
           + f". Review the rest with: snap-train label {folder}" + (f" --out {out}" if out != folder else "")
-          + f"; undo with --undo N")
+          + "; undo with --undo N")
     return 0
 
 

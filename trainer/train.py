@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from trainer.data import ClipBank, MixConfig, WindowSampler, WindowSpec
-    from trainer.model import ModelConfig, SnapNet
+    from trainer.model import SnapNet
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,13 @@ def prepare_data(data_dir: Path, spec: "WindowSpec", mix: "MixConfig", progress:
     from trainer.data import load_clip_bank, scan_data
 
     manifest = scan_data(data_dir)
-    prog = None
-    if progress:
+    def prog(it):
         from tqdm import tqdm
 
-        def prog(it):
-            return tqdm(it, desc="loading clips", unit="file")
-    bank = load_clip_bank(manifest, data_dir, spec.sample_rate, min_snap_onset=mix.min_snap_onset, progress=prog)
+        return tqdm(it, desc="loading clips", unit="file")
+
+    bank = load_clip_bank(manifest, data_dir, spec.sample_rate, min_snap_onset=mix.min_snap_onset,
+                          progress=prog if progress else None)
     return manifest, bank
 
 
