@@ -5,7 +5,9 @@
 Runs the listener's pipeline over each scene twice (busy guard off): at the model's thresholds, and
 with every bar at `--low` (0.02) to see what the model made of the snaps the first run missed. For
 each missed snap prints its background, its gesture's count, its place in the gesture (0 = first),
-its local SNR and the best confidence within 150 ms at the low bar ("-": not placed at all). The
+its local SNR, the best confidence within 150 ms at the low bar ("-": not placed at all), the
+model's best score over the windows that hold its true onset in their positive region (what the
+detector could reach with perfect placement and no refractory), and its scene and time. The
 summary says whether a lower bar for some snaps could win them back: a gesture's first snap must
 reach the full threshold, later ones only the follow threshold.
 """
@@ -37,12 +39,15 @@ def main() -> int:
     ap.add_argument("--low", type=float, default=0.02, help="the bar of the second run (default: %(default)s)")
     args = ap.parse_args()
 
+    import numpy as np
     import torch
 
     torch.set_num_threads(1)
     from snap_mqtt.audio_io import read_audio
     from snap_mqtt.detector import WindowSpec
     from snap_mqtt.model_file import default_model_path, load_model
+    from trainer.calibration import positive_peak
+    from trainer.finetune import scores_of
     from trainer.scenes import load_index
 
     model = load_model(args.model or default_model_path())
@@ -57,16 +62,25 @@ def main() -> int:
         heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol)
         low = snaps_of(model, spec, a.samples, a.sample_rate, args.low, args.low)
         snr = {round(s["time"], 6): s["snr_db"] for s in scene["snaps"]}
+        x16 = None
         for g in scene["gestures"]:
             for place, t in enumerate(g["snaps"]):
                 total += 1
                 if any(abs(h - t) <= TOLERANCE_S for h, _ in heard):
                     continue
                 best = max((c for h, c in low if abs(h - t) <= TOLERANCE_S), default=None)
-                missed.append((scene["kind"], g["count"], place, snr[round(t, 6)], best))
-    print(f"{'background':<12}{'count':>6}{'place':>6}{'SNR dB':>8}{'best':>7}")
-    for kind, count, place, s, best in missed:
-        print(f"{kind:<12}{count:>6}{place:>6}{s:>8.1f}{'-' if best is None else format(best, '.3f'):>7}")
+                if x16 is None:  # the model-rate audio, scored window by window at the detector's hop
+                    x16 = read_audio(args.scenes / scene["file"], md.sample_rate).samples
+                    all_scores = scores_of(lambda w: model.predict(torch.from_numpy(np.ascontiguousarray(w))).numpy(),
+                                           x16, spec.window_samples, spec.hop_samples)
+                peak = positive_peak(all_scores, int(round(t * md.sample_rate)), spec.window_samples,
+                                     spec.hop_samples, spec.onset_min_samples, spec.onset_max_samples)
+                missed.append((scene["kind"], g["count"], place, snr[round(t, 6)], best, peak,
+                               Path(scene["file"]).name, t))
+    print(f"{'background':<12}{'count':>6}{'place':>6}{'SNR dB':>8}{'best':>7}{'peak':>7}  scene @ s")
+    for kind, count, place, s, best, peak, name, t in missed:
+        print(f"{kind:<12}{count:>6}{place:>6}{s:>8.1f}{'-' if best is None else format(best, '.3f'):>7}"
+              f"{peak:>7.3f}  {name} @ {t:.2f}")
     first = [m for m in missed if m[2] == 0]
     multi_first = [m for m in first if m[1] > 1]
     near = [m for m in multi_first if m[4] is not None and m[4] >= fol]
