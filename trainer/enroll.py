@@ -29,6 +29,12 @@ Steps:
    that follow threshold (dropped if not below the new threshold), and print a before/after table
    measured with the SnapPipeline on the held-back clips and on the shipped data's validation
    negatives (does it fire more on other sounds now?).
+
+This module is the flow; its parts live where they can be read alone: the user's folder and its
+hold-out in `trainer.user_clips` (step 1), scoring, mining and the fine-tuning itself in
+`trainer.finetune` (steps 2-3, shared with `snap-train polish`), the threshold's calibration in
+`trainer.calibration` (step 4), the user's channel in `trainer.channel` and the gesture scenes in
+`trainer.gesture_scenes` (step 5).
 """
 
 from __future__ import annotations
