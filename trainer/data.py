@@ -280,17 +280,6 @@ def add_music_packages(bank: ClipBank, seconds: float, root: Path = Path("/"), s
     return _add_backgrounds(bank, training_tracks(bank.sample_rate, seconds, root, seed), "music", split)
 
 
-def add_noise_beds(bank: ClipBank, seconds: float, seed: int = 0, split: str = "train") -> int:
-    """Add `seconds` of synthetic steady noise (`trainer.noisebeds`: water, fans, hum) to a part's
-    backgrounds: the recorded ones are mostly keyboards, so snaps were rarely heard through steady
-    noise. Returns the seconds added."""
-    from trainer.noisebeds import noise_tracks
-
-    if seconds <= 0:
-        return 0
-    return _add_backgrounds(bank, noise_tracks(bank.sample_rate, seconds, seed), "noise", split)
-
-
 def add_typing(bank: ClipBank, seconds: float, root: Path | None = None, seed: int = 0, split: str = "train") -> int:
     """Add `seconds` of typing on the train half of the buckling-spring keyboard's keys
     (`trainer.keyboard`; the eval half is never used) to a part's backgrounds as keyboard sound.

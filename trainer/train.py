@@ -235,9 +235,6 @@ def add_background_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-drums", type=float, default=DEFAULT_SYNTHETIC_DRUMS, metavar="SECONDS",
                         help="seconds of synthetic drum-kit songs added to the training music "
                              "(trainer.percussion; 0: none; default: %(default)s)")
-    parser.add_argument("--noise-beds", type=float, default=0.0, metavar="SECONDS",
-                        help="seconds of synthetic steady noise (water, fans, hum: trainer.noisebeds) added to "
-                             "the training backgrounds (0: none; default: %(default)s)")
     parser.add_argument("--music-packages", type=float, default=DEFAULT_MUSIC_PACKAGES, metavar="SECONDS",
                         help="seconds of real music from the training music packages (trainer.music: "
                              "planetblupi, asc, freedroidrpg, ...), played in simulated rooms, added to the "
@@ -292,12 +289,6 @@ def extend_backgrounds(bank: Any, args: argparse.Namespace) -> dict:
         n = _recorded("--typing", add_typing, bank, typing, args.keyboard)
         added.update(typing_seconds=n)
         print(f"typing: {n} s on the train half of the keyboard's keys")
-    noise = _seconds("--noise-beds", getattr(args, "noise_beds", 0.0))
-    if noise:
-        from trainer.data import add_noise_beds
-
-        added.update(noise_beds_seconds=add_noise_beds(bank, noise))
-        print(f"noise beds: {added['noise_beds_seconds']} s of synthetic steady noise")
     if music:
         n = _recorded("--music-packages", add_music_packages, bank, music, args.music_root)
         added.update(music_packages_seconds=n, music_packages=training_licences(args.music_root))
@@ -319,7 +310,6 @@ def check_background_arguments(args: argparse.Namespace) -> None:
     synthetic_drums(args.synthetic_drums)
     lookalike_kits(args.lookalike_kits)
     typing_seconds(args.typing)
-    _seconds("--noise-beds", getattr(args, "noise_beds", 0.0))
     if music_packages(args.music_packages):
         from trainer.music import TRAIN_HINT, installed
 
