@@ -1,7 +1,9 @@
 """Window scores against a threshold, and the threshold calibrated on held-back clips (pure).
 
 `positive_peak` is what the detector needs to reach for one snap, `count_runs` about how many
-events it reports on audio without one; `calibrate_threshold` weighs the two for `snap-train enroll`."""
+events it reports on audio without one; `calibrate_threshold` weighs the two for `snap-train enroll`
+(event-level, on the user's held-back clips; training's window-level F-beta threshold on validation
+windows is `trainer.report.calibrate_threshold`)."""
 
 from __future__ import annotations
 
