@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,18 @@ def _batchnorm_buffers(path) -> dict:
     return {k: v.clone() for k, v in net.state_dict().items() if "running_" in k}
 
 
+def test_mix_towards_the_base_interpolates_weights_and_keeps_counters():
+    import torch
+
+    state = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(7)}
+    base = {"w": torch.tensor([0.0, -1.0]), "n": torch.tensor(2)}
+    mixed = ft.mix_towards(state, base, 0.25)
+    assert torch.allclose(mixed["w"], torch.tensor([0.75, 2.0])) and int(mixed["n"]) == 7
+    assert torch.equal(ft.mix_towards(state, base, 0.0)["w"], state["w"])
+    with pytest.raises(ValueError, match="share"):
+        ft.mix_towards(state, base, 1.0)
+
+
 def test_make_scorer_scores_in_eval_mode_and_leaves_batchnorm_alone():
     """A net fresh from load_trainable is in train mode: scoring it must still use (and keep) the
     model's BatchNorm statistics, as the listener's TorchScript file does."""
@@ -287,6 +300,10 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     assert not (tmp_path / "x.pt").exists()
     args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--candidates", "0"])
     with pytest.raises(UsageError, match="--candidates 0"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--base-mix", "1"])
+    with pytest.raises(UsageError, match="--base-mix 1"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
     args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--typing", "-1"])
@@ -469,3 +486,23 @@ def test_enrollment_without_the_shipped_data_warns_and_chooses_by_the_room_alone
     tried = [en.Candidate(**t) for t in c["tried"]]
     assert c["chosen_seed"] == tried[en.pick_candidate(tried)].seed
     assert r.shipped_before is None and "shipped validation" not in en.format_table(r)
+
+
+def test_base_mix_writes_the_fine_tuning_moved_back_towards_the_base(tmp_path):
+    """`--base-mix 0.5`: the written weights lie half-way between the same fine-tuning without it
+    (enrollment is deterministic) and the base, and the metadata says so."""
+    import torch
+
+    from trainer.export import load_trainable
+
+    d = _user_dir(tmp_path)
+    cfg = ft.TuneConfig(steps=10, batch=16, seed=0, tune_follow=False)
+    en.enroll(d, tmp_path / "plain.pt", default_model_path(), None, cfg, progress=False)
+    en.enroll(d, tmp_path / "mixed.pt", default_model_path(), None, replace(cfg, base_mix=0.5), progress=False)
+    plain, mixed = (load_trainable(tmp_path / f)[0].state_dict() for f in ("plain.pt", "mixed.pt"))
+    base = load_trainable(default_model_path())[0].state_dict()
+    for name, v in mixed.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.5 * plain[name] + 0.5 * base[name], atol=1e-6, rtol=0)
+    assert any(not torch.equal(plain[n], base[n]) for n in plain)  # the fine-tuning did move the weights
+    assert load_model(tmp_path / "mixed.pt").metadata.enrollment["fine_tuning"]["base_mix"] == 0.5

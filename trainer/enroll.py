@@ -52,7 +52,8 @@ import numpy as np
 
 from trainer.calibration import Calibration, calibrate_threshold, positive_peak
 from trainer.finetune import (
-    BatchMaker, TuneConfig, detect, fine_tune, make_scorer, mine_hard_negatives, scores_of, shipped_negative_audio,
+    BatchMaker, TuneConfig, detect, fine_tune, make_scorer, mine_hard_negatives, mix_towards, scores_of,
+    shipped_negative_audio,
 )
 from trainer.user_clips import UserClips, load_user_dir
 
@@ -410,6 +411,8 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
         if cfg.candidates > 1:
             say(f"fine-tuning {k + 1} of {cfg.candidates} (seed {ccfg.seed})")
         losses = fine_tune(net, batches, ccfg, remine=remine, progress=progress)
+        if cfg.base_mix > 0:
+            net.load_state_dict(mix_towards(net.state_dict(), start, cfg.base_mix))
         score = make_scorer(net)
         cal = calibrate(score)
         held = heldout_figures(score, det_spec, cal.threshold, user)
@@ -542,6 +545,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune K times from different seeds and keep the one with the fewest false "
                              "triggers on held-out audio (fewer on ordinary sounds, less sensitive in your "
                              "room; K times as long; default %(default)s)")
+    parser.add_argument("--base-mix", type=float, default=TuneConfig.base_mix, metavar="SHARE",
+                        help="share of the base model's weights mixed back into the fine-tuned ones before the "
+                             "threshold is calibrated (fewer false triggers in your room and on other sounds, "
+                             "fewer of your snaps heard; e.g. 0.25; default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -560,6 +567,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--steps >= 1, --batch >= 2, 0 <= --holdout < 0.9 and --target-fph >= 0, please")
     if args.candidates < 1:
         raise UsageError(f"--candidates {args.candidates}: at least 1, please")
+    if not 0 <= args.base_mix < 1:
+        raise UsageError(f"--base-mix {args.base_mix}: a share from 0 up to (not including) 1, please")
     if not 0 <= args.channel_match <= 1:
         raise UsageError(f"--channel-match {args.channel_match}: a share between 0 and 1, please")
     lookalike_kits(args.lookalike_kits)
@@ -568,7 +577,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                      lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None,
                      typing_seconds=args.typing, keyboard=str(args.keyboard) if args.keyboard else None,
-                     channel_match=args.channel_match, candidates=args.candidates)
+                     channel_match=args.channel_match, candidates=args.candidates, base_mix=args.base_mix)
     r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
                shipped_clips=args.shipped_clips, overwrite=args.force)
     print(format_table(r))

@@ -193,6 +193,9 @@ class TuneConfig:
     # higher at 0.3-0.5 than at 0.7 for every one; docs/enrollment.md)
     tune_follow: bool = True
     follow_scenes: int = 12  # 30 s scenes: about 80 gestures
+    # share of the base's weights mixed back into the fine-tuned ones before calibrating (WiSE-FT:
+    # interpolating in weight space keeps more of what the base knew than the L2 pull alone)
+    base_mix: float = 0.0
     seed: int = 0
 
 
@@ -269,6 +272,14 @@ class BatchMaker:
             xs.append(x)
             ys.append(float(y))
         return np.stack(xs).astype(np.float32), np.asarray(ys, dtype=np.float32)
+
+
+def mix_towards(state: dict, base: dict, share: float) -> dict:
+    """(1 - share) x `state` + share x `base`, parameter by parameter (WiSE-FT); integer buffers (the
+    BatchNorm counters) stay as in `state`."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share of the base's weights must lie in [0, 1), got {share}")
+    return {n: (1 - share) * v + share * base[n] if v.is_floating_point() else v for n, v in state.items()}
 
 
 def fine_tune(net, batches: BatchMaker, cfg: TuneConfig, remine: Callable[[Any], None] | None = None,
