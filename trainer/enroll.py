@@ -9,7 +9,7 @@ Steps:
 1. hold back about a fifth of the clips (every fifth snap clip in a hash order, the last fifth of
    every room recording) for the before/after table and the threshold: never trained on;
 2. mine hard negatives: run the listener's own SnapPipeline with the base model over your room
-   audio; every detection there is a false trigger (and near misses, at half the threshold, too);
+   audio; every detection there is a false trigger (and near misses, at 0.3 x the threshold, too);
 3. fine-tune the base model (`trainer.export.load_trainable`) on windows of your clips (the
    trainer's own window sampler: your snaps placed in your room's sound, early/late snaps as
    negatives), the mined false triggers, and a sample of the shipped training data so it forgets
