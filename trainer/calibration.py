@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
-
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
     """Starts of the windows a stream of n samples completes (aligned to multiples of hop, as the
     detector's)."""

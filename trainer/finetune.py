@@ -21,8 +21,6 @@ from trainer.calibration import window_starts
 # scoring and mining with a trainable net
 
 
-
-
 def make_scorer(net) -> Callable[[np.ndarray], np.ndarray]:
     """numpy windows [B, W] -> probabilities [B], no gradients. Puts the net in eval mode: in train
     mode BatchNorm would score each batch with its own statistics and fold the mined audio into the
