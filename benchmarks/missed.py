@@ -24,11 +24,13 @@ sys.path.insert(0, str(ROOT))
 TOLERANCE_S = 0.15
 
 
-def snaps_of(model, spec, x, rate: int, threshold: float, follow: float) -> list[tuple[float, float]]:
-    """(onset, confidence) of every snap the listener's pipeline reports, busy guard off."""
+def snaps_of(model, spec, x, rate: int, threshold: float, follow: float,
+             tap: list | None = None) -> list[tuple[float, float]]:
+    """(onset, confidence) of every snap the listener's pipeline reports, busy guard off; `tap` (a
+    list) receives the model-rate audio the pipeline's resampler made."""
     from trainer.evaluate import run_pipeline
 
-    d = run_pipeline(model, spec, threshold, x, rate, follow=follow, busy=0.0)
+    d = run_pipeline(model, spec, threshold, x, rate, follow=follow, busy=0.0, tap=tap)
     return list(zip(d.snaps, d.confidences))
 
 
@@ -39,7 +41,6 @@ def main() -> int:
     ap.add_argument("--low", type=float, default=0.02, help="the bar of the second run (default: %(default)s)")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -47,6 +48,7 @@ def main() -> int:
     from snap_mqtt.detector import WindowSpec
     from snap_mqtt.model_file import default_model_path, load_model
     from trainer.calibration import positive_peak
+    from trainer.evaluate import RecordingScorer
     from trainer.finetune import scores_of
     from trainer.scenes import load_index
 
@@ -59,20 +61,20 @@ def main() -> int:
     total = 0
     for scene in index["scenes"]:
         a = read_audio(args.scenes / scene["file"])
-        heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol)
+        model_audio: list = []  # what the listener's resampler made of the scene
+        heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol, tap=model_audio)
         low = snaps_of(model, spec, a.samples, a.sample_rate, args.low, args.low)
         snr = {round(s["time"], 6): s["snr_db"] for s in scene["snaps"]}
-        x16 = None
+        all_scores = None
         for g in scene["gestures"]:
             for place, t in enumerate(g["snaps"]):
                 total += 1
                 if any(abs(h - t) <= TOLERANCE_S for h, _ in heard):
                     continue
                 best = max((c for h, c in low if abs(h - t) <= TOLERANCE_S), default=None)
-                if x16 is None:  # the model-rate audio, scored window by window at the detector's hop
-                    x16 = read_audio(args.scenes / scene["file"], md.sample_rate).samples
-                    all_scores = scores_of(lambda w: model.predict(torch.from_numpy(np.ascontiguousarray(w))).numpy(),
-                                           x16, spec.window_samples, spec.hop_samples)
+                if all_scores is None:  # every window of the model-rate audio, on the grid from its start
+                    all_scores = scores_of(RecordingScorer(model), model_audio[0], spec.window_samples,
+                                           spec.hop_samples)
                 peak = positive_peak(all_scores, int(round(t * md.sample_rate)), spec.window_samples,
                                      spec.hop_samples, spec.onset_min_samples, spec.onset_max_samples)
                 missed.append((scene["kind"], g["count"], place, snr[round(t, 6)], best, peak,

@@ -245,6 +245,10 @@ class NetModel:
         return torch.from_numpy(make_scorer(self.net)(windows.numpy()))
 
 
+def _scene_counts(recs: list) -> dict:
+    return {"scenes": sum(r.role == "scene" for r in recs), "gestures": sum(len(r.gestures) for r in recs)}
+
+
 def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: float | None, user: UserClips,
                                     cfg: "TuneConfig", shipped: tuple[list, list[np.ndarray]] | None = None) -> dict:
     """The follow threshold for an enrolled model, chosen on gesture scenes of the user's held-back
@@ -265,20 +269,17 @@ def choose_follow_on_gesture_scenes(model: Any, threshold: float, base_follow: f
         return out | {"reason": f"{len(user.snaps_held)} held-back snaps, fewer than {FOLLOW_MIN_SNAPS}"}
     rate = int(model.metadata.sample_rate)
     candidates = sorted(set(DEFAULT_CANDIDATES) | ({reference} if reference is not None else set()))
-    def counts(recs: list) -> dict:
-        return {"scenes": sum(r.role == "scene" for r in recs), "gestures": sum(len(r.gestures) for r in recs)}
-
     # the room joined once: the scenes' beds and, whole, their negative
     room = [gesture_scenes.room_audio(user.room_held + user.room_train, rate)]
     recs, audio = gesture_scenes.build(user.snaps_held, room, rate, n_scenes=cfg.follow_scenes, seed=cfg.seed,
                                        negatives=room)
     points = follow_points(model, recs, candidates, audio=audio, threshold=threshold)
-    out |= counts(recs) | {"snaps": sum(len(r.snaps) for r in recs), "points": [p.as_dict() for p in points]}
+    out |= _scene_counts(recs) | {"snaps": sum(len(r.snaps) for r in recs), "points": [p.as_dict() for p in points]}
     if shipped is not None and shipped[0] and shipped[1]:
         srecs, saudio = gesture_scenes.build(shipped[0], shipped[1], rate, n_scenes=cfg.follow_scenes,
                                              seed=cfg.seed, kind="shipped-val", negatives=shipped[1])
         guard = follow_points(model, srecs, candidates, audio=saudio, threshold=threshold)
-        out["shipped_val"] = counts(srecs) | {"points": [p.as_dict() for p in guard]}
+        out["shipped_val"] = _scene_counts(srecs) | {"points": [p.as_dict() for p in guard]}
         best = choose_follow_guarded(points, guard, reference)
     else:
         best = choose_follow(points)

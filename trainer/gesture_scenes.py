@@ -43,15 +43,15 @@ def room_audio(room: Sequence[np.ndarray], rate: int) -> np.ndarray:
 
 def room_bed(whole: np.ndarray, n: int, rng: np.random.Generator, rate: int) -> np.ndarray:
     """`n` samples of `whole` (`room_audio`) from a random point, looped with a crossfade when it
-    is shorter."""
+    is shorter (a view of `whole` when it is long enough: read it, do not write into it)."""
     start = int(rng.integers(0, max(1, len(whole) - n)))
     if len(whole) - start >= n:
-        return whole[start:start + n].copy()
+        return whole[start:start + n]
     out, total = [whole[start:]], len(whole) - start
     while total < n + rate:
         out.append(whole)
         total += len(whole)
-    return join(out, rate)[:n].copy()
+    return join(out, rate)[:n]
 
 
 def build(snaps: Sequence, room: Sequence[np.ndarray], rate: int, n_scenes: int = 12, seed: int = 0,
