@@ -135,6 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
     parser.add_argument("--candidates", default=",".join(str(c) for c in DEFAULT_CANDIDATES),
                         help="follow thresholds to try (default: %(default)s)")
+    parser.add_argument("--input-level", default=None, metavar="TARGET_DB,MAX_GAIN_DB",
+                        help="also set the front end's input level (trainer.model.InputLevel; e.g. -6,12; "
+                             "0 as the gain turns it off): the copy is scored, tuned and written with it")
 
 
 def parse_candidates(text: str) -> list[float]:
@@ -145,6 +148,24 @@ def parse_candidates(text: str) -> list[float]:
     if not vals or any(not 0 < v < 1 for v in vals):
         raise UsageError(f"--candidates {text!r}: each must lie in (0, 1)")
     return vals
+
+
+def with_level(model: Any, text: str) -> Any:
+    """`model` (a loaded SnapModel) with its front end's input level set from 'TARGET_DB,MAX_GAIN_DB'."""
+    from snap_mqtt.model_file import SnapModel
+    from trainer.export import load_trainable, script
+    from trainer.model import parse_input_level, with_input_level
+
+    try:
+        target, gain = parse_input_level(text)
+    except ValueError as exc:
+        raise UsageError(f"--input-level {exc}") from None
+    net, meta = load_trainable(model.path)
+    net = with_input_level(net, target, gain)
+    extra = dict(meta.extra)
+    extra["model_config"] = net.cfg.to_dict()
+    meta = dataclasses.replace(meta, architecture=net.cfg.describe(), extra=extra)
+    return SnapModel(module=script(net), metadata=meta, path=model.path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
     if not any(r.role == "scene" for r in recs):
         raise UsageError(f"{args.scenes}: the scenes index lists no scene")
     model = load_model(args.model)
+    if args.input_level is not None:
+        model = with_level(model, args.input_level)
     t0 = time.monotonic()
     points = follow_points(model, recs, candidates)
     best = choose_follow(points)
@@ -186,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
                         "negative_seconds": sum(n["seconds"] for n in index["negatives"])},
                      "base_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
                      "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "follow_before": meta.follow_threshold, "points": [p.as_dict() for p in points]}
+                     "follow_before": meta.follow_threshold, "input_level": args.input_level,
+                     "points": [p.as_dict() for p in points]}
     new_meta = dataclasses.replace(meta, follow_threshold=best.follow, extra=extra)
     path = save_model(model.module, new_meta, args.out)
     kept = "none (one threshold)" if best.follow is None else f"{best.follow:.2f}"
