@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from snap_mqtt.model_file import default_model_path, load_model
-from tests.test_tune import val_scenes  # noqa: F401  (fixture: validation scenes from the fixtures)
+from tests import test_tune
 from trainer import cli
 from trainer.data import WindowSpec
 from trainer.export import build_metadata, export_model, load_trainable
 from trainer.model import InputLevel, ModelConfig, SnapNet, parse_input_level, with_input_level
+
+val_scenes = test_tune.val_scenes  # the fixture: validation scenes built from the committed fixtures
 
 
 def _peaks(x: torch.Tensor) -> list[float]:
@@ -72,7 +74,7 @@ def test_files_written_before_the_input_level_existed_load_with_it_off():
     assert ModelConfig.from_dict(legacy).level_max_gain_db == 0.0
 
 
-def test_tune_input_level_writes_it_into_the_copy(val_scenes: Path, tmp_path: Path, capsys):  # noqa: F811
+def test_tune_input_level_writes_it_into_the_copy(val_scenes: Path, tmp_path: Path, capsys):
     base = default_model_path()
     out = tmp_path / "levelled.pt"
     assert cli.main(["tune", str(base), "--scenes", str(val_scenes), "--out", str(out),

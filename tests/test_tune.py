@@ -139,3 +139,30 @@ def test_tune_refuses_evaluation_scenes_existing_files_and_bad_candidates(val_sc
     assert cli.main(["tune", base, "--scenes", str(val_scenes), "--out", str(tmp_path / "b.pt"),
                      "--candidates", "0.5,1.2"]) == 2
     assert "--candidates" in capsys.readouterr().err
+
+
+def test_tune_threshold_sets_the_threshold_and_chooses_the_follow_threshold_at_it(val_scenes: Path, tmp_path: Path,
+                                                                                  capsys):
+    base = default_model_path()
+    old = load_model(base)
+    out = tmp_path / "raised.pt"
+    assert cli.main(["tune", str(base), "--scenes", str(val_scenes), "--out", str(out),
+                     "--candidates", "0.5,0.95", "--threshold", "0.9"]) == 0
+    new = load_model(out)
+    tune = new.metadata.extra["tune"]
+    assert new.metadata.threshold == pytest.approx(0.9)
+    assert tune["threshold_before"] == old.metadata.threshold and tune["follow_before"] == old.metadata.follow_threshold
+    points = [FollowPoint(**p) for p in tune["points"]]
+    assert [p.follow for p in points] == [None, 0.5]  # a candidate at or above the threshold is no follow
+    assert "at its threshold 0.900" in capsys.readouterr().out
+    ev = tmp_path / "ev"
+    assert cli.main(["evaluate", "--model", str(base), "--scenes", str(val_scenes), "--out", str(ev), "--sweep", "0.5",
+                     "--baselines", "none", "--threshold", "0.9", "--follow-threshold", "0.5"]) == 0
+    ours = json.loads((ev / "evaluation.json").read_text())["detectors"]["ours"]
+    assert ours["snaps"]["f1"] == pytest.approx(points[1].f1)
+    assert ours["gestures"]["exact_count_share"] == pytest.approx(points[1].exact)
+    for bad in ("0", "1.5"):
+        assert cli.main(["tune", str(base), "--scenes", str(val_scenes), "--out", str(tmp_path / "x.pt"),
+                         "--threshold", bad]) == 2
+        assert "--threshold" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

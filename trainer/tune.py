@@ -135,6 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing file")
     parser.add_argument("--candidates", default=",".join(str(c) for c in DEFAULT_CANDIDATES),
                         help="follow thresholds to try (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="also set the model's threshold (chosen elsewhere, e.g. against false gestures "
+                             "over music): the follow threshold is then chosen at it (default: keep the model's)")
     parser.add_argument("--input-level", default=None, metavar="TARGET_DB,MAX_GAIN_DB",
                         help="also set the front end's input level (trainer.model.InputLevel; e.g. -6,12; "
                              "0 as the gain turns it off): the copy is scored, tuned and written with it")
@@ -188,9 +191,15 @@ def run(args: argparse.Namespace) -> int:
     recs = recordings_of(index, args.scenes)
     if not any(r.role == "scene" for r in recs):
         raise UsageError(f"{args.scenes}: the scenes index lists no scene")
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise UsageError(f"--threshold {args.threshold}: expected a value in (0, 1)")
     model = load_model(args.model)
+    threshold_before, follow_before = model.metadata.threshold, model.metadata.follow_threshold
     if args.input_level is not None:
         model = with_level(model, args.input_level)
+    if args.threshold is not None:
+        model = dataclasses.replace(model, metadata=dataclasses.replace(
+            model.metadata, threshold=float(args.threshold), follow_threshold=None))
     t0 = time.monotonic()
     points = follow_points(model, recs, candidates)
     best = choose_follow(points)
@@ -209,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
                         "negative_seconds": sum(n["seconds"] for n in index["negatives"])},
                      "base_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
                      "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "follow_before": meta.follow_threshold, "input_level": args.input_level,
+                     "follow_before": follow_before,
+                     "threshold_before": threshold_before, "input_level": args.input_level,
                      "points": [p.as_dict() for p in points]}
     new_meta = dataclasses.replace(meta, follow_threshold=best.follow, extra=extra)
     path = save_model(model.module, new_meta, args.out)
