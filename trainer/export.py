@@ -38,22 +38,18 @@ def build_metadata(cfg: ModelConfig, spec: WindowSpec, hop_samples: int, thresho
 def export_model(net: SnapNet, metadata: ModelMetadata, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Script `net` (eval mode, frozen parameters) and write it with its metadata atomically.
     Refuses to replace an existing file unless `overwrite`."""
+    import torch
+
     p = Path(path)
     if p.exists() and not overwrite:
         raise FileExistsError(f"{p}: exists; pass --overwrite to replace it (or choose another path)")
     if metadata.sample_rate != net.cfg.sample_rate or metadata.window_samples != net.cfg.window_samples:
         raise ValueError("metadata sample_rate/window_samples disagree with the network's config")
-    return save_model(script(net), metadata, p)
-
-
-def script(net: SnapNet):
-    """The TorchScript module a model file holds: `net` in eval mode with frozen parameters."""
-    import torch
-
     net = copy.deepcopy(net).cpu().eval()
     for prm in net.parameters():
         prm.requires_grad_(False)  # also lets the listener call it inside torch.inference_mode()
-    return torch.jit.script(ExportedSnapNet(net))
+    scripted = torch.jit.script(ExportedSnapNet(net))
+    return save_model(scripted, metadata, p)
 
 
 def load_trainable(path: str | os.PathLike[str]) -> tuple[SnapNet, ModelMetadata]:

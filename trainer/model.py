@@ -30,10 +30,6 @@ class ModelConfig:
     channels: tuple[int, ...] = (8, 16, 32, 64)
     kernel: int = 7
     time_steps: int = 2  # time positions kept by the final pooling (1 = the seed's global pool)
-    # input level (InputLevel): a window whose peak is under level_target_db is raised towards it by
-    # at most level_max_gain_db; 0 = off (every file written before it existed)
-    level_target_db: float = -6.0
-    level_max_gain_db: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,9 +44,7 @@ class ModelConfig:
         return cls(**known)
 
     def describe(self) -> str:
-        level = (f"input raised towards {self.level_target_db:g} dBFS peak by up to {self.level_max_gain_db:g} dB + "
-                 if self.level_max_gain_db > 0 else "")
-        return (f"{level}log-mel ({self.n_mels} mels, n_fft {self.n_fft}, hop {self.hop_length}) + ConvNet "
+        return (f"log-mel ({self.n_mels} mels, n_fft {self.n_fft}, hop {self.hop_length}) + ConvNet "
                 f"{'-'.join(str(c) for c in self.channels)} (Conv2d k{self.kernel} + GELU + BatchNorm), "
                 f"frequency pooling to {self.time_steps} time steps, linear")
 
@@ -68,26 +62,6 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.act(self.conv(x)))
-
-
-class InputLevel(nn.Module):
-    """Raises a quiet window towards a standard peak level, by at most `max_gain_db` (never lowers).
-
-    The log-mel front end is absolute: the training windows' snaps peak between -18 and 0 dBFS,
-    and a snap that arrives 20-30 dB quieter (far away, a quiet room, a low microphone gain) was
-    scored as if it were something else. Scaling keeps each window's own signal-to-noise ratio."""
-
-    def __init__(self, target_db: float, max_gain_db: float):
-        super().__init__()
-        self.target = float(10.0 ** (target_db / 20.0))
-        self.max_gain = float(10.0 ** (max(max_gain_db, 0.0) / 20.0))
-        self.on = max_gain_db > 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.on:
-            return x
-        peak = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-9)
-        return x * (self.target / peak).clamp(1.0, self.max_gain)
 
 
 class LogMel(nn.Module):
@@ -110,7 +84,6 @@ class SnapNet(nn.Module):
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
         self.cfg = cfg
-        self.level = InputLevel(cfg.level_target_db, cfg.level_max_gain_db)
         self.frontend = LogMel(cfg)
         self.norm = nn.BatchNorm2d(1)  # learns the log-mel level, so the net sees ~unit-scale input
         blocks = []
@@ -124,7 +97,7 @@ class SnapNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> [B, 1, n_mels, frames] log-mel."""
-        return self.frontend(self.level(x))
+        return self.frontend(x)
 
     def logits(self, spec: torch.Tensor) -> torch.Tensor:
         """[B, 1, n_mels, frames] -> [B] logits."""
@@ -146,30 +119,6 @@ class ExportedSnapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net.logits(self.net.features(x)))
-
-
-def parse_input_level(text: str) -> tuple[float, float]:
-    """'TARGET_DB,MAX_GAIN_DB' (e.g. '-6,12') -> (target, max gain); ValueError saying what is wrong.
-    A max gain of 0 turns the input level off."""
-    try:
-        target, gain = (float(v) for v in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"{text!r}: expected TARGET_DB,MAX_GAIN_DB such as -6,12") from None
-    if not -40.0 <= target <= 0.0:
-        raise ValueError(f"{text!r}: the target peak level must lie in [-40, 0] dBFS")
-    if not 0.0 <= gain <= 40.0:
-        raise ValueError(f"{text!r}: the largest gain must lie in [0, 40] dB")
-    return target, gain
-
-
-def with_input_level(net: SnapNet, target_db: float, max_gain_db: float) -> SnapNet:
-    """A copy of `net` whose front end has the given input level; the same weights (the level has none)."""
-    from dataclasses import replace
-
-    new = SnapNet(replace(net.cfg, level_target_db=float(target_db), level_max_gain_db=float(max_gain_db)))
-    new.load_state_dict(net.state_dict())
-    new.train(net.training)
-    return new
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -138,9 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="also set the model's threshold (chosen elsewhere, e.g. against false gestures "
                              "over music): the follow threshold is then chosen at it (default: keep the model's)")
-    parser.add_argument("--input-level", default=None, metavar="TARGET_DB,MAX_GAIN_DB",
-                        help="also set the front end's input level (trainer.model.InputLevel; e.g. -6,12; "
-                             "0 as the gain turns it off): the copy is scored, tuned and written with it")
 
 
 def parse_candidates(text: str) -> list[float]:
@@ -151,24 +148,6 @@ def parse_candidates(text: str) -> list[float]:
     if not vals or any(not 0 < v < 1 for v in vals):
         raise UsageError(f"--candidates {text!r}: each must lie in (0, 1)")
     return vals
-
-
-def with_level(model: Any, text: str) -> Any:
-    """`model` (a loaded SnapModel) with its front end's input level set from 'TARGET_DB,MAX_GAIN_DB'."""
-    from snap_mqtt.model_file import SnapModel
-    from trainer.export import load_trainable, script
-    from trainer.model import parse_input_level, with_input_level
-
-    try:
-        target, gain = parse_input_level(text)
-    except ValueError as exc:
-        raise UsageError(f"--input-level {exc}") from None
-    net, meta = load_trainable(model.path)
-    net = with_input_level(net, target, gain)
-    extra = dict(meta.extra)
-    extra["model_config"] = net.cfg.to_dict()
-    meta = dataclasses.replace(meta, architecture=net.cfg.describe(), extra=extra)
-    return SnapModel(module=script(net), metadata=meta, path=model.path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold {args.threshold}: expected a value in (0, 1)")
     model = load_model(args.model)
     threshold_before, follow_before = model.metadata.threshold, model.metadata.follow_threshold
-    if args.input_level is not None:
-        model = with_level(model, args.input_level)
     if args.threshold is not None:
         model = dataclasses.replace(model, metadata=dataclasses.replace(
             model.metadata, threshold=float(args.threshold), follow_threshold=None))
@@ -219,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                      "base_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
                      "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "follow_before": follow_before,
-                     "threshold_before": threshold_before, "input_level": args.input_level,
+                     "threshold_before": threshold_before,
                      "points": [p.as_dict() for p in points]}
     new_meta = dataclasses.replace(meta, follow_threshold=best.follow, extra=extra)
     path = save_model(model.module, new_meta, args.out)
