@@ -7,6 +7,7 @@ import math
 import pytest
 
 from trainer.metrics import (
+    LEVEL_BANDS_DB,
     MISSED,
     SPLIT,
     Gesture,
@@ -126,6 +127,10 @@ def test_snr_bands_and_recall_by_band():
     assert list(out) == ["3-10", "10-20", "20-30"]
     assert out["3-10"] == {"snaps": 3, "detected": 2, "recall": pytest.approx(2 / 3)}
     assert out["20-30"]["recall"] == pytest.approx(0.5)
+    # the same bands over levels: a snap's peak, dB below full scale
+    lv = recall_by_band([3, 15, 25, 35, 45, 45], [True, True, False, True, False, False], LEVEL_BANDS_DB)
+    assert list(lv) == ["<10", "10-20", "20-30", "30-40", ">=40"]
+    assert lv[">=40"] == {"snaps": 2, "detected": 0, "recall": 0.0} and lv["30-40"]["recall"] == 1.0
 
 
 def test_best_threshold_respects_false_gesture_budget():

@@ -58,6 +58,11 @@ def test_scene_truth_follows_the_brief(scenes: Path):
         for p in s["snaps"]:
             assert p["snr_db"] <= 30.0 + 0.01
             assert p["snr_db"] >= 3.0 - 0.01 or p["gain_db"] < 0  # below 3 dB only when turned down to avoid clipping
+            # its peak as mixed: the clip's own first 50 ms at the scene's rate, times the gain
+            clip = read_audio(FIX / "snap" / p["clip"], sample_rate=s["sample_rate"]).samples
+            on = find_onset(clip, s["sample_rate"])
+            own = 20 * np.log10(np.max(np.abs(clip[on.index:on.index + int(0.05 * s["sample_rate"])])))
+            assert p["peak_dbfs"] == pytest.approx(own + p["gain_db"], abs=0.5)
         n_snaps += len(times)
         # the stored onsets are where the signal says the snaps start, at any rate
         x = read_audio(scenes / s["file"]).samples
@@ -182,6 +187,13 @@ def test_evaluate_runs_the_pipeline_and_scores_it(scenes: Path, tmp_path: Path):
     assert set(ours["scenes_by_rate"]) == {"16000", "44100", "48000"}
     assert [p["threshold"] for p in ours["sweep"]] == sorted({0.3, 0.9, load_model(model_path).metadata.threshold})
     assert ours["snaps"]["tp"] > 0 and ours["snaps"]["median_abs_onset_error_ms"] < 30
+    # recall by each snap's peak level: every snap in one band, the bands' hits the snaps found
+    by_level = ours["recall_by_peak_below_fs_db"]
+    assert sum(b["snaps"] for b in by_level.values()) == total
+    assert sum(b["detected"] for b in by_level.values()) == ours["snaps"]["tp"]
+    quiet = sum(-p["peak_dbfs"] >= 20 for s in index["scenes"] for p in s["snaps"])
+    assert sum(b["snaps"] for k, b in by_level.items() if k in ("20-30", "30-40", ">=40")) == quiet
+    assert "recall by snap peak" in (out / "report.txt").read_text()
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ours" in (out / "report.txt").read_text()
     # the figures are the listener's pipeline run directly, scene by scene (one scene per kind here)

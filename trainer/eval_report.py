@@ -58,6 +58,9 @@ def format_report(result: dict) -> str:
             f"{rate} Hz R {_f(r['snaps']['recall'])} P {_f(r['snaps']['precision'])}" for rate, r in ours["scenes_by_rate"].items()))
         lines.append("recall by local SNR (dB): " + ", ".join(
             f"{b} {_f(v['recall'])} (n={v['snaps']})" for b, v in ours["recall_by_snr_db"].items()))
+        if "recall_by_peak_below_fs_db" in ours:
+            lines.append("recall by snap peak (dB below full scale): " + ", ".join(
+                f"{b} {_f(v['recall'])} (n={v['snaps']})" for b, v in ours["recall_by_peak_below_fs_db"].items()))
         lines.append(f"gesture counts (true -> reported): {json.dumps(ours['gestures']['confusion'])}")
         if "decision_delay_ms" in ours:
             lines.append(f"decision delay, onset -> event in audio time: p50 {ours['decision_delay_ms']['p50']:.0f} ms, "
@@ -104,8 +107,11 @@ def markdown_summary(result: dict) -> str:
                        + (f"{n['false_gestures']['per_hour']:.1f} ({n['false_gestures']['upper95_per_hour']:.1f}) | "
                           f"{n['false_gestures_by_count']['2+']['per_hour']:.1f} |" if n else "- | - |"))
         out += ["", "Recall by local SNR: " + ", ".join(f"{b} dB {_f(v['recall'])} (n={v['snaps']})"
-                                                       for b, v in ours["recall_by_snr_db"].items()) + ".",
-                "Scenes by sample rate: " + ", ".join(f"{rate} Hz recall {_f(r['snaps']['recall'])} precision {_f(r['snaps']['precision'])}"
+                                                       for b, v in ours["recall_by_snr_db"].items()) + "."]
+        if "recall_by_peak_below_fs_db" in ours:
+            out.append("Recall by snap peak, dB below full scale: " + ", ".join(
+                f"{b} dB {_f(v['recall'])} (n={v['snaps']})" for b, v in ours["recall_by_peak_below_fs_db"].items()) + ".")
+        out += ["Scenes by sample rate: " + ", ".join(f"{rate} Hz recall {_f(r['snaps']['recall'])} precision {_f(r['snaps']['precision'])}"
                                                       for rate, r in ours["scenes_by_rate"].items()) + ".",
                 f"Gesture counts (true -> reported): `{json.dumps(ours['gestures']['confusion'])}`."]
         if ours.get("negatives"):

@@ -29,6 +29,7 @@ import numpy as np
 from snap_mqtt.detector import BUSY_SECONDS
 from trainer import eval_report
 from trainer.metrics import (
+    LEVEL_BANDS_DB,
     Gesture,
     GestureScore,
     Rate,
@@ -57,6 +58,7 @@ class Recording:
     snaps: list[float] = field(default_factory=list)
     snrs: list[float] = field(default_factory=list)
     gestures: list[Gesture] = field(default_factory=list)
+    peaks_dbfs: list[float] | None = None  # per snap; None: an index written before it was recorded
 
 
 @dataclass
@@ -82,7 +84,9 @@ def recordings_of(index: dict, scenes_dir: Path) -> list[Recording]:
     for s in index["scenes"]:
         recs.append(Recording(scenes_dir / s["file"], "scene", s["kind"], int(s["sample_rate"]), float(s["seconds"]),
                               [float(p["time"]) for p in s["snaps"]], [float(p["snr_db"]) for p in s["snaps"]],
-                              [Gesture.of(g["snaps"], g["count"]) for g in s["gestures"]]))
+                              [Gesture.of(g["snaps"], g["count"]) for g in s["gestures"]],
+                              [float(p["peak_dbfs"]) for p in s["snaps"]]
+                              if all(p.get("peak_dbfs") is not None for p in s["snaps"]) else None))
     for n in index["negatives"]:
         recs.append(Recording(scenes_dir / n["file"], "negative", n["kind"], int(n["sample_rate"]), float(n["seconds"])))
     return recs
@@ -187,6 +191,7 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
         hours = 0.0
         hits: list[bool] = []
         snrs: list[float] = []
+        below_fs: list[float] | None = []  # each snap's peak, dB below full scale
         delays: list[float] = []
         for i in sel:
             r, d = recs[i], dets[i]
@@ -196,6 +201,10 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
                 matched = {a for a, _ in m.pairs}
                 hits.extend(k in matched for k in range(len(r.snaps)))
                 snrs.extend(r.snrs)
+                if below_fs is not None and r.peaks_dbfs is not None:
+                    below_fs.extend(-v for v in r.peaks_dbfs)
+                else:
+                    below_fs = None
                 delays.extend(d.delays[j] for _, j in m.pairs if j < len(d.delays))
             else:
                 fs += len(d.snaps)
@@ -206,6 +215,8 @@ def score(recs: list[Recording], dets: list[Detections]) -> dict:
             out["snaps"] = s.summary()
             out["gestures"] = g.summary()
             out["recall_by_snr_db"] = recall_by_band(snrs, hits)
+            if below_fs:
+                out["recall_by_peak_below_fs_db"] = recall_by_band(below_fs, hits, LEVEL_BANDS_DB)
             if delays:
                 out["decision_delay_ms"] = {"p50": float(np.percentile(delays, 50) * 1000),
                                             "p95": float(np.percentile(delays, 95) * 1000)}

@@ -15,6 +15,8 @@ import numpy as np
 MATCH_TOLERANCE_S = 0.15
 # recall by local SNR: band edges in dB (a snap falls in [lo, hi)); the outer bands are open
 SNR_BANDS_DB: tuple[float, ...] = (3.0, 10.0, 20.0, 30.0)
+# a snap's peak, dB below full scale (`trainer.scenes.PlacedSnap.peak_dbfs`, negated)
+LEVEL_BANDS_DB: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0)
 
 
 # ---------------------------------------------------------------------------------------------

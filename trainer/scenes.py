@@ -83,6 +83,9 @@ class PlacedSnap:
     gain_db: float
     gesture: int  # index of its gesture in the scene
     onset_check_ms: float | None = None  # onset re-found in the mix minus `time` (a test of the truth)
+    # the snap's own peak as mixed (its first 50 ms, gain applied), dB below full scale: the model's
+    # front end is absolute, so how loud a snap arrives matters apart from its SNR
+    peak_dbfs: float | None = None
 
 
 @dataclass
@@ -202,6 +205,10 @@ def power_db(x: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20)) if len(x) else -200.0
 
 
+def peak_dbfs(x: np.ndarray) -> float:
+    return float(20 * np.log10(max(float(np.max(np.abs(x))) if len(x) else 0.0, 1e-10)))
+
+
 def add_at_snr(mix: np.ndarray, bed: np.ndarray, clip: np.ndarray, onset: int, pos: int, want_db: float,
                rate: int) -> tuple[float, float]:
     """Add `clip` into `mix` (in place) with its onset at sample `pos`, at `want_db` local SNR over
@@ -311,7 +318,8 @@ def build_scene(index: int, inputs: Inputs, kind: str, rate: int, params: SceneP
             scene.snaps.append(PlacedSnap(
                 time=round(pos / rate, 6), clip=clip_meta.name, snr_db=round(float(snr), 2),
                 gain_db=round(float(20 * np.log10(gain)), 2), gesture=g,
-                onset_check_ms=None if check is None else round((a + check.index - pos) / rate * 1000, 2)))
+                onset_check_ms=None if check is None else round((a + check.index - pos) / rate * 1000, 2),
+                peak_dbfs=round(peak_dbfs(gain * clip[o:o + int(SNAP_POWER_S * rate)]), 2)))
         scene.gestures.append(gesture_truth(times, rate))
     return scene, mix
 
