@@ -19,7 +19,7 @@ import soundfile as sf
 
 from snap_mqtt.audio_io import read_audio
 from trainer.clipcheck import check_snap_clip
-from trainer.record import ClipCutter, allocate, plan_session
+from trainer.record import QUIET_SNAP_DBFS, ClipCutter, allocate, plan_session, quiet_snaps_note
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audio"
 SNAP_TRAIN = [str(Path(sys.executable).with_name("snap-train"))]  # the installed console script
@@ -260,6 +260,18 @@ def test_guided_session_sorts_and_flags(tmp_path: Path, pulse):
     log = json.loads(next(out.glob("guided-session-*.json")).read_text())
     assert [c["has_snap"] for c in log["clips"] if c["kind"] == "snap"] == [True, False]
     assert log["clips"][1]["file"] == f"review/{review[0].name}"
+    # the snap's peak as recorded: printed, logged, and the clip's own first 50 ms after its onset
+    on = check_snap_clip(x, rate).onset
+    assert log["clips"][0]["peak_dbfs"] == pytest.approx(20 * np.log10(np.abs(x[on:on + rate // 20]).max()), abs=0.1)
+    assert f"peak {log['clips'][0]['peak_dbfs']:.0f} dBFS" in stdout
+    assert ("your snaps peak at" in stdout) == (log["clips"][0]["peak_dbfs"] < QUIET_SNAP_DBFS)
+
+
+def test_quiet_snaps_note_only_when_most_snaps_are_quiet():
+    assert quiet_snaps_note([]) is None
+    assert quiet_snaps_note([-6.0, -12.0, -30.0]) is None
+    note = quiet_snaps_note([-35.0, -28.0, -6.0])
+    assert note is not None and "-28 dBFS" in note and "median of 3" in note and "snap-train enroll" in note
 
 
 def test_clipcheck_flags_a_snap_cut_off_at_the_clip_end():
