@@ -205,7 +205,7 @@ def power_db(x: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20)) if len(x) else -200.0
 
 
-def peak_dbfs(x: np.ndarray) -> float:
+def peak_db(x: np.ndarray) -> float:
     return float(20 * np.log10(max(float(np.max(np.abs(x))) if len(x) else 0.0, 1e-10)))
 
 
@@ -319,7 +319,7 @@ def build_scene(index: int, inputs: Inputs, kind: str, rate: int, params: SceneP
                 time=round(pos / rate, 6), clip=clip_meta.name, snr_db=round(float(snr), 2),
                 gain_db=round(float(20 * np.log10(gain)), 2), gesture=g,
                 onset_check_ms=None if check is None else round((a + check.index - pos) / rate * 1000, 2),
-                peak_dbfs=round(peak_dbfs(gain * clip[o:o + int(SNAP_POWER_S * rate)]), 2)))
+                peak_dbfs=round(peak_db(gain * clip[o:o + int(SNAP_POWER_S * rate)]), 2)))
         scene.gestures.append(gesture_truth(times, rate))
     return scene, mix
 

@@ -10,8 +10,8 @@ pipeline replayed at the model's own threshold with each candidate follow thresh
 the highest candidate within 1 % of the most gestures counted exactly (a smaller gain is noise on a
 few hundred gestures, and a lower bar lets speech join gestures), among those that add no false
 gesture on the scenes' negatives and turn no false single into a false double or triple; none when
-no candidate counts more gestures exactly than one threshold alone. The weights and the threshold
-are not touched.
+no candidate counts more gestures exactly than one threshold alone. The weights are not touched, nor
+the threshold unless `--threshold` sets it (chosen elsewhere; the follow threshold is then chosen at it).
 
 Only validation scenes are accepted (`snap-train scenes --clips val --background-split val`): a
 setting chosen on the evaluation scenes would make `snap-train evaluate`'s figures on them no
