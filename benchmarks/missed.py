@@ -5,9 +5,9 @@
 Runs the listener's pipeline over each scene twice (busy guard off): at the model's thresholds, and
 with every bar at `--low` (0.02) to see what the model made of the snaps the first run missed. For
 each missed snap prints its background, its gesture's count, its place in the gesture (0 = first),
-its local SNR, the best confidence within 150 ms at the low bar ("-": not placed at all), the
-model's best score over the windows that hold its true onset in their positive region (what the
-detector could reach with perfect placement and no refractory), and its scene and time. The
+its local SNR, its peak level (dBFS as mixed; "-": a scenes index written before it was recorded),
+the best confidence within 150 ms at the low bar ("-": not placed at all), the model's best score
+over the windows that hold its true onset in their positive region (what the detector could reach with perfect placement and no refractory), and its scene and time. The
 summary says whether a lower bar for some snaps could win them back: a gesture's first snap must
 reach the full threshold, later ones only the follow threshold.
 """
@@ -17,11 +17,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TOLERANCE_S = 0.15
+
+
+class Miss(NamedTuple):
+    kind: str  # the scene's background
+    count: int  # its gesture's count
+    place: int  # its place in the gesture (0 = first)
+    snr_db: float
+    peak_dbfs: float | None
+    best: float | None  # best confidence within the tolerance at the low bar; None: not placed
+    peak_score: float  # the model's best score over the windows holding its onset in their positive region
+    scene: str
+    time: float
 
 
 def snaps_of(model, spec, x, rate: int, threshold: float, follow: float,
@@ -65,6 +78,7 @@ def main() -> int:
         heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol, tap=model_audio)
         low = snaps_of(model, spec, a.samples, a.sample_rate, args.low, args.low)
         snr = {round(s["time"], 6): s["snr_db"] for s in scene["snaps"]}
+        level = {round(s["time"], 6): s.get("peak_dbfs") for s in scene["snaps"]}
         all_scores = None
         for g in scene["gestures"]:
             for place, t in enumerate(g["snaps"]):
@@ -77,19 +91,23 @@ def main() -> int:
                                            spec.hop_samples)
                 peak = positive_peak(all_scores, int(round(t * md.sample_rate)), spec.window_samples,
                                      spec.hop_samples, spec.onset_min_samples, spec.onset_max_samples)
-                missed.append((scene["kind"], g["count"], place, snr[round(t, 6)], best, peak,
-                               Path(scene["file"]).name, t))
-    print(f"{'background':<12}{'count':>6}{'place':>6}{'SNR dB':>8}{'best':>7}{'peak':>7}  scene @ s")
-    for kind, count, place, s, best, peak, name, t in missed:
-        print(f"{kind:<12}{count:>6}{place:>6}{s:>8.1f}{'-' if best is None else format(best, '.3f'):>7}"
-              f"{peak:>7.3f}  {name} @ {t:.2f}")
-    first = [m for m in missed if m[2] == 0]
-    multi_first = [m for m in first if m[1] > 1]
-    near = [m for m in multi_first if m[4] is not None and m[4] >= fol]
+                missed.append(Miss(scene["kind"], g["count"], place, snr[round(t, 6)], level[round(t, 6)], best, peak,
+                                   Path(scene["file"]).name, t))
+    print(f"{'background':<12}{'count':>6}{'place':>6}{'SNR dB':>8}{'dBFS':>7}{'best':>7}{'peak':>7}  scene @ s")
+    for m in missed:
+        print(f"{m.kind:<12}{m.count:>6}{m.place:>6}{m.snr_db:>8.1f}"
+              f"{'-' if m.peak_dbfs is None else format(m.peak_dbfs, '.1f'):>7}"
+              f"{'-' if m.best is None else format(m.best, '.3f'):>7}{m.peak_score:>7.3f}  {m.scene} @ {m.time:.2f}")
+    first = [m for m in missed if m.place == 0]
+    multi_first = [m for m in first if m.count > 1]
+    near = [m for m in multi_first if m.best is not None and m.best >= fol]
     print(f"\n{len(missed)} of {total} snaps missed (threshold {thr:.3f}, follow {fol:.2f}, busy guard off); "
-          f"{len(first)} are a gesture's first snap, {sum(m[4] is None or m[4] < 0.3 for m in first)} of those "
+          f"{len(first)} are a gesture's first snap, {sum(m.best is None or m.best < 0.3 for m in first)} of those "
           f"scored under 0.3 or were not placed; of the {len(multi_first)} missed first snaps of doubles and "
           f"triples, {len(near)} reached the follow threshold")
+    if any(m.peak_dbfs is not None for m in missed):
+        quiet = sum(m.peak_dbfs is not None and m.peak_dbfs <= -20 for m in missed)
+        print(f"{quiet} of the {len(missed)} missed snaps peak 20 dB or more below full scale")
     return 0
 
 
