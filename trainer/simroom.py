@@ -42,6 +42,7 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from snap_mqtt.audio_io import AudioFileError, audio_files, read_audio, write_audio_atomic
 from snap_mqtt.onset import find_onset, snap_onset
+from trainer.scenes import peak_db
 from trainer.splits import background_kind, background_split, split_of
 
 log = logging.getLogger(__name__)
@@ -259,20 +260,21 @@ def _rms(x: np.ndarray) -> float:
 
 
 def place(bed: np.ndarray, clean: np.ndarray, onset_in_clean: int, at: int, snr_db: float,
-          rate: int, reference: np.ndarray | None = None) -> None:
+          rate: int, reference: np.ndarray | None = None) -> float:
     """Add `clean` into `bed` (in place) so that its onset lands at sample `at`, at `snr_db` over
     the level in the 250 ms after the onset of `reference` (default: the bed itself, sounds placed
-    before included)."""
+    before included). Returns the gain applied (0 when nothing of it fell inside `bed`)."""
     start = at - onset_in_clean
     a, b = max(0, start), min(len(bed), start + len(clean))
     if b <= a:
-        return
+        return 0.0
     seg = clean[a - start: b - start]
     span = slice(at, min(len(bed), at + int(0.25 * rate)))
     snap_rms = _rms(clean[onset_in_clean: onset_in_clean + int(0.25 * rate)])
     bed_rms = max(_rms((bed if reference is None else reference)[span]), 1e-4)
     gain = bed_rms * 10 ** (snr_db / 20) / snap_rms
     bed[a:b] += seg * gain
+    return float(gain)
 
 
 def _normalise_bed(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -393,12 +395,17 @@ def make_scene(sim: SimRoom, bed: np.ndarray, srcs: list[np.ndarray], rng: np.ra
             clean, o = transformed_snap(sim, srcs[int(rng.integers(len(srcs)))], rng)
             at = int(round(ts * rate))
             s_db = float(np.clip(snr + rng.uniform(-2, 2), 3, 30))
-            place(x, clean, o, at, s_db, rate)
+            gain = place(x, clean, o, at, s_db, rate)
             placed.append(round(at / rate, 6))
-            snaps.append({"time": placed[-1], "clip": "simulated", "snr_db": round(s_db, 2), "gesture": len(gestures)})
+            snaps.append({"time": placed[-1], "clip": "simulated", "snr_db": round(s_db, 2), "gesture": len(gestures),
+                          "peak_dbfs": peak_db(gain * clean[o:o + rate // 20])})
         gestures.append({"time": placed[0], "count": count, "snaps": placed})
         t = times[-1] + rng.uniform(3.0, 4.5)
-    return _finish(x), snaps, gestures
+    out = _finish(x)
+    scaled = 20 * np.log10(max(float(np.max(np.abs(out))), 1e-10) / max(float(np.max(np.abs(x))), 1e-10))
+    for sn in snaps:  # as the scene file holds it: _finish may have turned the whole scene down
+        sn["peak_dbfs"] = round(sn["peak_dbfs"] + scaled, 2)
+    return out, snaps, gestures
 
 
 def write_evaluation(out: Path, sim: SimRoom, srcs: list[np.ndarray], room: dict[str, np.ndarray],
