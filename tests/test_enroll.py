@@ -310,6 +310,21 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     with pytest.raises(UsageError, match="--typing -1"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--quietest-gain", "3"])
+    with pytest.raises(UsageError, match="--quietest-gain 3"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_quietest_gain_reaches_the_fine_tuning(tmp_path):
+    d = _user_dir(tmp_path)
+    p = argparse.ArgumentParser()
+    en.add_arguments(p)
+    out = tmp_path / "quiet.pt"
+    args = p.parse_args([str(d), "--out", str(out), "--data", str(tmp_path / "no-shipped-data"), "--steps", "4",
+                         "--batch", "8", "--lookalike-kits", "0", "--typing", "0", "--quietest-gain=-36"])
+    assert en.run(args) == 0
+    assert load_model(out).metadata.enrollment["fine_tuning"]["user_gain_min_db"] == -36.0
 
 
 def test_calibrate_threshold_out_of_reach_keeps_recall():
@@ -506,3 +521,24 @@ def test_base_mix_writes_the_fine_tuning_moved_back_towards_the_base(tmp_path):
             torch.testing.assert_close(v, 0.5 * plain[name] + 0.5 * base[name], atol=1e-6, rtol=0)
     assert any(not torch.equal(plain[n], base[n]) for n in plain)  # the fine-tuning did move the weights
     assert load_model(tmp_path / "mixed.pt").metadata.enrollment["fine_tuning"]["base_mix"] == 0.5
+
+
+def test_user_windows_reach_down_to_the_quietest_gain(tmp_path):
+    """The user's snaps and room are drawn at gains down to `user_gain_min_db`: an enrolled model
+    must also hear the user's snaps that arrive quiet (far away, a low microphone gain)."""
+    from trainer.data import ClipBank, WindowSampler, WindowSpec
+
+    d = _user_dir(tmp_path)
+    user = uc.load_user_dir(d, 16000, 0.2)
+    bank = ClipBank(sample_rate=16000)
+    bank.snaps["train"], bank.no_snaps["train"] = user.snaps_train, user.room_train
+
+    def quietest_positive_peaks(gain_min_db: float) -> float:
+        mix = en.user_mix(ft.TuneConfig(user_gain_min_db=gain_min_db))
+        assert mix.gain_db == (gain_min_db, 6.0)
+        sampler = WindowSampler(bank, "train", WindowSpec(), mix)
+        rng = np.random.default_rng(0)
+        peaks = [20 * np.log10(np.abs(sampler.positive(rng)).max()) for _ in range(200)]
+        return float(np.percentile(peaks, 5))
+
+    assert quietest_positive_peaks(-36.0) < quietest_positive_peaks(-12.0) - 12  # the same snaps, much quieter

@@ -271,7 +271,7 @@ def test_quiet_snaps_note_only_when_most_snaps_are_quiet():
     assert quiet_snaps_note([]) is None
     assert quiet_snaps_note([-6.0, -12.0, -30.0]) is None
     note = quiet_snaps_note([-35.0, -28.0, -6.0])
-    assert note is not None and "-28 dBFS" in note and "median of 3" in note and "snap-train enroll" in note
+    assert note is not None and "-28 dBFS" in note and "median of 3" in note and "--quietest-gain" in note
 
 
 def test_clipcheck_flags_a_snap_cut_off_at_the_clip_end():

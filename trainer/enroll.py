@@ -245,6 +245,15 @@ class NetModel:
         return torch.from_numpy(make_scorer(self.net)(windows.numpy()))
 
 
+def user_mix(cfg: TuneConfig):
+    """How the user's windows are drawn (a trainer.data.MixConfig): their snaps on beds of their
+    room, a shipped background under 30 % of them, a gain from `cfg.user_gain_min_db` to +6 dB."""
+    from trainer.data import MixConfig
+
+    return MixConfig(p_positive=cfg.user_positive, p_background_mix=0.3, snr_db=(5.0, 30.0),
+                     gain_db=(cfg.user_gain_min_db, 6.0))
+
+
 def _scene_counts(recs: list) -> dict:
     return {"scenes": sum(r.role == "scene" for r in recs), "gestures": sum(len(r.gestures) for r in recs)}
 
@@ -357,8 +366,7 @@ def enroll(folder: Path, out: Path, base: Path, data: Path | None, cfg: TuneConf
     if shipped is not None:
         ubank.backgrounds["train"] = shipped.backgrounds["train"]
         ubank.background_kinds["train"] = shipped.background_kinds["train"]
-    user_mix = MixConfig(p_positive=cfg.user_positive, p_background_mix=0.3, snr_db=(5.0, 30.0), gain_db=(-12.0, 6.0))
-    user_sampler = WindowSampler(ubank, "train", spec, user_mix)
+    user_sampler = WindowSampler(ubank, "train", spec, user_mix(cfg))
     shipped_sampler = (WindowSampler(shipped, "train", spec, MixConfig(p_positive=cfg.shipped_positive))
                        if shipped is not None else None)
     test_wins = None
@@ -551,6 +559,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the base model's weights mixed back into the fine-tuned ones before the "
                              "threshold is calibrated (fewer false triggers in your room and on other sounds, "
                              "fewer of your snaps heard; e.g. 0.25; default %(default)s)")
+    parser.add_argument("--quietest-gain", type=float, default=TuneConfig.user_gain_min_db, metavar="DB",
+                        help="the quietest gain your snaps and room are drawn at in fine-tuning (default "
+                             "%(default)s dB); -36 also teaches it your snaps that arrive 20-40 dB below full "
+                             "scale (far away, a microphone with little gain), at the cost of more false "
+                             "triggers on quiet knocks and claps you did not record")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -571,6 +584,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--candidates {args.candidates}: at least 1, please")
     if not 0 <= args.base_mix < 1:
         raise UsageError(f"--base-mix {args.base_mix}: a share from 0 up to (not including) 1, please")
+    if not -60 <= args.quietest_gain <= 0:
+        raise UsageError(f"--quietest-gain {args.quietest_gain}: a gain from -60 to 0 dB, please")
     if not 0 <= args.channel_match <= 1:
         raise UsageError(f"--channel-match {args.channel_match}: a share between 0 and 1, please")
     lookalike_kits(args.lookalike_kits)
@@ -579,7 +594,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TuneConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                      lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None,
                      typing_seconds=args.typing, keyboard=str(args.keyboard) if args.keyboard else None,
-                     channel_match=args.channel_match, candidates=args.candidates, base_mix=args.base_mix)
+                     channel_match=args.channel_match, candidates=args.candidates, base_mix=args.base_mix,
+                     user_gain_min_db=args.quietest_gain)
     r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
                shipped_clips=args.shipped_clips, overwrite=args.force)
     print(format_table(r))

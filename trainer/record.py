@@ -396,9 +396,9 @@ def quiet_snaps_note(peaks_dbfs: list[float]) -> str | None:
     if median >= QUIET_SNAP_DBFS:
         return None
     return (f"your snaps peak at {median:.0f} dBFS (median of {len(peaks_dbfs)}): the default model was trained "
-            f"on snaps within 18 dB of full scale and finds fewer quieter ones. Enrolling with these clips "
-            f"(snap-train enroll) teaches it your level; raising the microphone's input gain or snapping "
-            f"nearer to it helps too.")
+            f"on snaps within 18 dB of full scale and finds fewer quieter ones. Raise the microphone's input "
+            f"gain or snap nearer to it, or enroll with these clips and `snap-train enroll --quietest-gain -36`, "
+            f"which also teaches it your snaps 20-40 dB down (and fires more often on quiet knocks and claps).")
 
 
 def record_clip(cap: Capture, cutter: ClipCutter, stop: Interrupts,
