@@ -7,9 +7,10 @@ with every bar at `--low` (0.02) to see what the model made of the snaps the fir
 each missed snap prints its background, its gesture's count, its place in the gesture (0 = first),
 its local SNR, its peak level (dBFS as mixed; "-": a scenes index written before it was recorded),
 the best confidence within 150 ms at the low bar ("-": not placed at all), the model's best score
-over the windows that hold its true onset in their positive region (what the detector could reach with perfect placement and no refractory), and its scene and time. The
-summary says whether a lower bar for some snaps could win them back: a gesture's first snap must
-reach the full threshold, later ones only the follow threshold.
+over the windows that hold its true onset in their positive region (what the detector could reach
+with perfect placement and no refractory), and its scene and time. The summary says whether a
+lower bar for some snaps could win them back (a gesture's first snap must reach the full threshold,
+later ones only the follow threshold) and how many of the missed snaps are quiet.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ def test_scene_truth_follows_the_brief(scenes: Path):
             # its peak as mixed: the clip's own first 50 ms at the scene's rate, times the gain
             clip = read_audio(FIX / "snap" / p["clip"], sample_rate=s["sample_rate"]).samples
             on = find_onset(clip, s["sample_rate"])
+            assert on is not None
             own = 20 * np.log10(np.max(np.abs(clip[on.index:on.index + int(0.05 * s["sample_rate"])])))
             assert p["peak_dbfs"] == pytest.approx(own + p["gain_db"], abs=0.5)
         n_snaps += len(times)
