@@ -78,8 +78,7 @@ def main() -> int:
         model_audio: list = []  # what the listener's resampler made of the scene
         heard = snaps_of(model, spec, a.samples, a.sample_rate, thr, fol, tap=model_audio)
         low = snaps_of(model, spec, a.samples, a.sample_rate, args.low, args.low)
-        snr = {round(s["time"], 6): s["snr_db"] for s in scene["snaps"]}
-        level = {round(s["time"], 6): s.get("peak_dbfs") for s in scene["snaps"]}
+        truth = {round(s["time"], 6): s for s in scene["snaps"]}
         all_scores = None
         for g in scene["gestures"]:
             for place, t in enumerate(g["snaps"]):
@@ -92,7 +91,8 @@ def main() -> int:
                                            spec.hop_samples)
                 peak = positive_peak(all_scores, int(round(t * md.sample_rate)), spec.window_samples,
                                      spec.hop_samples, spec.onset_min_samples, spec.onset_max_samples)
-                missed.append(Miss(scene["kind"], g["count"], place, snr[round(t, 6)], level[round(t, 6)], best, peak,
+                snap = truth[round(t, 6)]
+                missed.append(Miss(scene["kind"], g["count"], place, snap["snr_db"], snap.get("peak_dbfs"), best, peak,
                                    Path(scene["file"]).name, t))
     print(f"{'background':<12}{'count':>6}{'place':>6}{'SNR dB':>8}{'dBFS':>7}{'best':>7}{'peak':>7}  scene @ s")
     for m in missed:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from snap_mqtt.audio_io import db
+
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "scenes.json"
@@ -206,7 +208,7 @@ def power_db(x: np.ndarray) -> float:
 
 
 def peak_db(x: np.ndarray) -> float:
-    return float(20 * np.log10(max(float(np.max(np.abs(x))) if len(x) else 0.0, 1e-10)))
+    return db(float(np.max(np.abs(x))) if len(x) else 0.0)
 
 
 def add_at_snr(mix: np.ndarray, bed: np.ndarray, clip: np.ndarray, onset: int, pos: int, want_db: float,

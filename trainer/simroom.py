@@ -42,7 +42,7 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from snap_mqtt.audio_io import AudioFileError, audio_files, read_audio, write_audio_atomic
 from snap_mqtt.onset import find_onset, snap_onset
-from trainer.scenes import peak_db
+from trainer.scenes import SNAP_POWER_S, peak_db
 from trainer.splits import background_kind, background_split, split_of
 
 log = logging.getLogger(__name__)
@@ -398,11 +398,11 @@ def make_scene(sim: SimRoom, bed: np.ndarray, srcs: list[np.ndarray], rng: np.ra
             gain = place(x, clean, o, at, s_db, rate)
             placed.append(round(at / rate, 6))
             snaps.append({"time": placed[-1], "clip": "simulated", "snr_db": round(s_db, 2), "gesture": len(gestures),
-                          "peak_dbfs": peak_db(gain * clean[o:o + rate // 20])})
+                          "peak_dbfs": peak_db(gain * clean[o:o + int(SNAP_POWER_S * rate)])})
         gestures.append({"time": placed[0], "count": count, "snaps": placed})
         t = times[-1] + rng.uniform(3.0, 4.5)
     out = _finish(x)
-    scaled = 20 * np.log10(max(float(np.max(np.abs(out))), 1e-10) / max(float(np.max(np.abs(x))), 1e-10))
+    scaled = peak_db(out) - peak_db(x)
     for sn in snaps:  # as the scene file holds it: _finish may have turned the whole scene down
         sn["peak_dbfs"] = round(sn["peak_dbfs"] + scaled, 2)
     return out, snaps, gestures
