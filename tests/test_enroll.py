@@ -314,17 +314,23 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
     with pytest.raises(UsageError, match="--quietest-gain 3"):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
+    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--quiet-negatives", "2"])
+    with pytest.raises(UsageError, match="--quiet-negatives 2"):
+        en.run(args)
+    assert not (tmp_path / "x.pt").exists()
 
 
-def test_cli_quietest_gain_reaches_the_fine_tuning(tmp_path):
+def test_cli_quiet_settings_reach_the_fine_tuning(tmp_path):
     d = _user_dir(tmp_path)
     p = argparse.ArgumentParser()
     en.add_arguments(p)
     out = tmp_path / "quiet.pt"
     args = p.parse_args([str(d), "--out", str(out), "--data", str(tmp_path / "no-shipped-data"), "--steps", "4",
-                         "--batch", "8", "--lookalike-kits", "0", "--typing", "0", "--quietest-gain=-36"])
+                         "--batch", "8", "--lookalike-kits", "0", "--typing", "0", "--quietest-gain=-24",
+                         "--quiet-negatives", "0.25"])
     assert en.run(args) == 0
-    assert load_model(out).metadata.enrollment["fine_tuning"]["user_gain_min_db"] == -36.0
+    tuning = load_model(out).metadata.enrollment["fine_tuning"]
+    assert tuning["user_gain_min_db"] == -24.0 and tuning["quiet_negatives"] == 0.25
 
 
 def test_calibrate_threshold_out_of_reach_keeps_recall():
@@ -511,7 +517,7 @@ def test_base_mix_writes_the_fine_tuning_moved_back_towards_the_base(tmp_path):
     from trainer.export import load_trainable
 
     d = _user_dir(tmp_path)
-    cfg = ft.TuneConfig(steps=10, batch=16, seed=0, tune_follow=False)
+    cfg = ft.TuneConfig(steps=10, batch=16, seed=0, tune_follow=False, base_mix=0.0)
     en.enroll(d, tmp_path / "plain.pt", default_model_path(), None, cfg, progress=False)
     en.enroll(d, tmp_path / "mixed.pt", default_model_path(), None, replace(cfg, base_mix=0.5), progress=False)
     plain, mixed = (load_trainable(tmp_path / f)[0].state_dict() for f in ("plain.pt", "mixed.pt"))
@@ -542,3 +548,30 @@ def test_user_windows_reach_down_to_the_quietest_gain(tmp_path):
         return float(np.percentile(peaks, 5))
 
     assert quietest_positive_peaks(-36.0) < quietest_positive_peaks(-12.0) - 12  # the same snaps, much quieter
+
+
+def test_shipped_negatives_reach_down_to_the_quietest_gain_too(tmp_path):
+    """With `quiet_negatives`, part of the shipped data's negatives are drawn as quiet as the user's
+    snaps (a model taught quiet snaps must also hear quiet hits as negatives); its snaps are not."""
+    from trainer.data import ClipBank, WindowSampler, WindowSpec
+
+    d = _user_dir(tmp_path)
+    user = uc.load_user_dir(d, 16000, 0.2)
+    bank = ClipBank(sample_rate=16000)
+    bank.snaps["train"], bank.no_snaps["train"] = user.snaps_train, user.room_train
+    shipped = WindowSampler(bank, "train", WindowSpec())
+    assert shipped.mix.gain_db[0] == -18.0
+
+    def quietest_peaks(quiet_negatives: float) -> tuple[float, float]:
+        """Median peak of the drawn snaps and 5th percentile of the negatives', dBFS (all draws from
+        the shipped data)."""
+        cfg = ft.TuneConfig(batch=2000, p_user=0.0, p_hard=0.0, user_gain_min_db=-36.0,
+                            quiet_negatives=quiet_negatives)
+        x, y = ft.BatchMaker(None, shipped, [], 4000, 320, cfg)(np.random.default_rng(0))
+        peaks = 20 * np.log10(np.abs(x).max(axis=1) + 1e-9)
+        return float(np.median(peaks[y == 1])), float(np.percentile(peaks[y == 0], 5))
+
+    snaps_off, negatives_off = quietest_peaks(0.0)
+    snaps_on, negatives_on = quietest_peaks(0.5)
+    assert negatives_on < negatives_off - 6  # the same negatives, part of them much quieter
+    assert abs(snaps_on - snaps_off) < 2  # the shipped snaps keep their levels

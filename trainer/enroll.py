@@ -557,13 +557,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "room; K times as long; default %(default)s)")
     parser.add_argument("--base-mix", type=float, default=TuneConfig.base_mix, metavar="SHARE",
                         help="share of the base model's weights mixed back into the fine-tuned ones before the "
-                             "threshold is calibrated (fewer false triggers in your room and on other sounds, "
-                             "fewer of your snaps heard; e.g. 0.25; default %(default)s)")
+                             "threshold is calibrated (more: fewer false triggers in your room and on other "
+                             "sounds, fewer of your snaps heard; 0: none; default %(default)s)")
     parser.add_argument("--quietest-gain", type=float, default=TuneConfig.user_gain_min_db, metavar="DB",
                         help="the quietest gain your snaps and room are drawn at in fine-tuning (default "
-                             "%(default)s dB); -36 also teaches it your snaps that arrive 20-40 dB below full "
-                             "scale (far away, a microphone with little gain), at the cost of more false "
-                             "triggers on quiet knocks and claps you did not record")
+                             "%(default)s dB: it also learns your snaps that arrive 20-40 dB below full scale, "
+                             "far away or through a microphone with little gain, and fires more often on quiet "
+                             "knocks and claps you did not record; -12: neither, as before 2026-12-06)")
+    parser.add_argument("--quiet-negatives", type=float, default=TuneConfig.quiet_negatives, metavar="SHARE",
+                        help="share of the replayed shipped negatives drawn as quiet as --quietest-gain "
+                             "(quiet hits heard as negatives beside your quiet snaps; default %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -586,6 +589,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--base-mix {args.base_mix}: a share from 0 up to (not including) 1, please")
     if not -60 <= args.quietest_gain <= 0:
         raise UsageError(f"--quietest-gain {args.quietest_gain}: a gain from -60 to 0 dB, please")
+    if not 0 <= args.quiet_negatives <= 1:
+        raise UsageError(f"--quiet-negatives {args.quiet_negatives}: a share between 0 and 1, please")
     if not 0 <= args.channel_match <= 1:
         raise UsageError(f"--channel-match {args.channel_match}: a share between 0 and 1, please")
     lookalike_kits(args.lookalike_kits)
@@ -595,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
                      lookalike_seconds=args.lookalike_kits, kits=str(args.kits) if args.kits else None,
                      typing_seconds=args.typing, keyboard=str(args.keyboard) if args.keyboard else None,
                      channel_match=args.channel_match, candidates=args.candidates, base_mix=args.base_mix,
-                     user_gain_min_db=args.quietest_gain)
+                     user_gain_min_db=args.quietest_gain, quiet_negatives=args.quiet_negatives)
     r = enroll(args.dir, args.out, base, args.data, cfg, holdout=args.holdout, target_per_hour=args.target_fph,
                shipped_clips=args.shipped_clips, overwrite=args.force)
     print(format_table(r))

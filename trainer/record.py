@@ -397,8 +397,8 @@ def quiet_snaps_note(peaks_dbfs: list[float]) -> str | None:
         return None
     return (f"your snaps peak at {median:.0f} dBFS (median of {len(peaks_dbfs)}): the default model was trained "
             f"on snaps within 18 dB of full scale and finds fewer quieter ones. Raise the microphone's input "
-            f"gain or snap nearer to it, or enroll with these clips and `snap-train enroll --quietest-gain -36`, "
-            f"which also teaches it your snaps 20-40 dB down (and fires more often on quiet knocks and claps).")
+            f"gain or snap nearer to it; `snap-train enroll` with these clips teaches it your snaps down to "
+            f"36 dB below full scale (`--quietest-gain`), so record your room's knocks and claps as well.")
 
 
 def record_clip(cap: Capture, cutter: ClipCutter, stop: Interrupts,
