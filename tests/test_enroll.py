@@ -562,7 +562,7 @@ def test_shipped_negatives_reach_down_to_the_quietest_gain_too(tmp_path):
     shipped = WindowSampler(bank, "train", WindowSpec())
     assert shipped.mix.gain_db[0] == -18.0
 
-    def quietest_peaks(quiet_negatives: float) -> tuple[float, float]:
+    def levels(quiet_negatives: float) -> tuple[float, float]:
         """Median peak of the drawn snaps and 5th percentile of the negatives', dBFS (all draws from
         the shipped data)."""
         cfg = ft.TuneConfig(batch=2000, p_user=0.0, p_hard=0.0, user_gain_min_db=-36.0,
@@ -571,7 +571,7 @@ def test_shipped_negatives_reach_down_to_the_quietest_gain_too(tmp_path):
         peaks = 20 * np.log10(np.abs(x).max(axis=1) + 1e-9)
         return float(np.median(peaks[y == 1])), float(np.percentile(peaks[y == 0], 5))
 
-    snaps_off, negatives_off = quietest_peaks(0.0)
-    snaps_on, negatives_on = quietest_peaks(0.5)
+    snaps_off, negatives_off = levels(0.0)
+    snaps_on, negatives_on = levels(0.5)
     assert negatives_on < negatives_off - 6  # the same negatives, part of them much quieter
     assert abs(snaps_on - snaps_off) < 2  # the shipped snaps keep their levels

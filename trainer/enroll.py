@@ -14,8 +14,10 @@ Steps:
    trainer's own window sampler: your snaps placed in your room's sound, early/late snaps as
    negatives), the mined false triggers, and a sample of the shipped training data so it forgets
    nothing; an L2 pull towards the base weights keeps it close; BatchNorm statistics stay frozen;
-   after each third of the steps, mine again with the model being trained; with `--base-mix S`,
-   S of the base's weights are mixed back in (WiSE-FT: fewer false triggers, fewer snaps heard);
+   your windows are drawn down to `--quietest-gain` (-36 dB: your snaps from across the room) and
+   `--quiet-negatives` of the shipped negatives as quiet; after each third of the steps, mine again
+   with the model being trained; then `--base-mix` (0.25) of the base's weights are mixed back in
+   (WiSE-FT: fewer false triggers, fewer snaps heard);
 4. calibrate the threshold: the value that keeps false triggers on the room audio (held-back and
    trained-on) within the target rate and finds the most held-back snaps, in the middle of that
    range;

@@ -143,8 +143,8 @@ class TuneConfig:
     # the quietest gain drawn for the user's windows (snaps and room alike; the loudest is +6 dB).
     # The base learned that quiet is not a snap, and an enrolled model missed almost only the user's
     # snaps 20-40 dB down; at -12 (until 2026-12-06) four simulated persons' room F1 0.918-0.960,
-    # at -36 0.947-0.978 but twice the false triggers on recorded knocks and claps they never
-    # recorded, hence `quiet_negatives` and `base_mix` beside it (docs/enrollment.md)
+    # at -36 0.947-0.978 but twice the false triggers on recorded knocks and claps they had not
+    # enrolled with, hence `quiet_negatives` and `base_mix` beside it (docs/enrollment.md)
     user_gain_min_db: float = -36.0
     # share of the shipped data's negatives drawn quieter as well, down to `user_gain_min_db` (their
     # own draw stops at -18 dB): a model taught quiet snaps must also hear quiet hits as negatives
