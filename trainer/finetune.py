@@ -263,7 +263,7 @@ class BatchMaker:
         """A negative drawn at gains down to `own_min_db`, `cfg.quiet_negatives` of the time taken
         further down, so that its gains reach `cfg.user_gain_min_db` like the user's snaps."""
         reach = self.cfg.user_gain_min_db - own_min_db
-        if reach >= 0 or self.cfg.quiet_negatives <= 0 or rng.random() >= self.cfg.quiet_negatives:
+        if reach >= 0 or rng.random() >= self.cfg.quiet_negatives:
             return x
         return (x * 10 ** (rng.uniform(reach, 0.0) / 20)).astype(np.float32)
 
@@ -286,7 +286,7 @@ class BatchMaker:
             x, y, _ = sampler.draw(rng)
             if sampler is self.shipped and (y == 0 or self.cfg.channel_positives):
                 x = self._as_users(x, rng)
-            if sampler is self.shipped and y == 0:
+            if sampler is self.shipped and y == 0 and self.cfg.quiet_negatives > 0:
                 x = self._quieter(x, rng, sampler.mix.gain_db[0])
             xs.append(x)
             ys.append(float(y))
