@@ -294,31 +294,12 @@ def test_cli_run_reports_and_refuses_bad_arguments(tmp_path):
         en.run(args)
     assert not (tmp_path / "x.pt").exists()
     (tmp_path / "me").mkdir()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--channel-match", "1.5"])
-    with pytest.raises(UsageError, match="--channel-match 1.5"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--candidates", "0"])
-    with pytest.raises(UsageError, match="--candidates 0"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--base-mix", "1"])
-    with pytest.raises(UsageError, match="--base-mix 1"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--typing", "-1"])
-    with pytest.raises(UsageError, match="--typing -1"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--quietest-gain", "3"])
-    with pytest.raises(UsageError, match="--quietest-gain 3"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-    args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), "--quiet-negatives", "2"])
-    with pytest.raises(UsageError, match="--quiet-negatives 2"):
-        en.run(args)
-    assert not (tmp_path / "x.pt").exists()
-
+    for flag, value in (("--channel-match", "1.5"), ("--candidates", "0"), ("--base-mix", "1"), ("--typing", "-1"),
+                        ("--quietest-gain", "3"), ("--quiet-negatives", "2")):
+        args = p.parse_args([str(tmp_path / "me"), "--out", str(tmp_path / "x.pt"), flag, value])
+        with pytest.raises(UsageError, match=f"{flag} {value}"):
+            en.run(args)
+        assert not (tmp_path / "x.pt").exists()
 
 def test_cli_quiet_settings_reach_the_fine_tuning(tmp_path):
     d = _user_dir(tmp_path)
@@ -529,15 +510,22 @@ def test_base_mix_writes_the_fine_tuning_moved_back_towards_the_base(tmp_path):
     assert load_model(tmp_path / "mixed.pt").metadata.enrollment["fine_tuning"]["base_mix"] == 0.5
 
 
+def _user_bank(tmp_path: Path):
+    """A trainer.data.ClipBank whose train part is the simulated user's snaps and room."""
+    from trainer.data import ClipBank
+
+    user = uc.load_user_dir(_user_dir(tmp_path), 16000, 0.2)
+    bank = ClipBank(sample_rate=16000)
+    bank.snaps["train"], bank.no_snaps["train"] = user.snaps_train, user.room_train
+    return bank
+
+
 def test_user_windows_reach_down_to_the_quietest_gain(tmp_path):
     """The user's snaps and room are drawn at gains down to `user_gain_min_db`: an enrolled model
     must also hear the user's snaps that arrive quiet (far away, a low microphone gain)."""
-    from trainer.data import ClipBank, WindowSampler, WindowSpec
+    from trainer.data import WindowSampler, WindowSpec
 
-    d = _user_dir(tmp_path)
-    user = uc.load_user_dir(d, 16000, 0.2)
-    bank = ClipBank(sample_rate=16000)
-    bank.snaps["train"], bank.no_snaps["train"] = user.snaps_train, user.room_train
+    bank = _user_bank(tmp_path)
 
     def quietest_positive_peaks(gain_min_db: float) -> float:
         mix = en.user_mix(ft.TuneConfig(user_gain_min_db=gain_min_db))
@@ -553,12 +541,9 @@ def test_user_windows_reach_down_to_the_quietest_gain(tmp_path):
 def test_shipped_negatives_reach_down_to_the_quietest_gain_too(tmp_path):
     """With `quiet_negatives`, part of the shipped data's negatives are drawn as quiet as the user's
     snaps (a model taught quiet snaps must also hear quiet hits as negatives); its snaps are not."""
-    from trainer.data import ClipBank, WindowSampler, WindowSpec
+    from trainer.data import WindowSampler, WindowSpec
 
-    d = _user_dir(tmp_path)
-    user = uc.load_user_dir(d, 16000, 0.2)
-    bank = ClipBank(sample_rate=16000)
-    bank.snaps["train"], bank.no_snaps["train"] = user.snaps_train, user.room_train
+    bank = _user_bank(tmp_path)
     shipped = WindowSampler(bank, "train", WindowSpec())
     assert shipped.mix.gain_db[0] == -18.0
 

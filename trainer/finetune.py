@@ -262,10 +262,12 @@ class BatchMaker:
     def _quieter(self, x: np.ndarray, rng: np.random.Generator, own_min_db: float) -> np.ndarray:
         """A negative drawn at gains down to `own_min_db`, `cfg.quiet_negatives` of the time taken
         further down, so that its gains reach `cfg.user_gain_min_db` like the user's snaps."""
+        from trainer import augment as aug
+
         reach = self.cfg.user_gain_min_db - own_min_db
         if reach >= 0 or rng.random() >= self.cfg.quiet_negatives:
             return x
-        return (x * 10 ** (rng.uniform(reach, 0.0) / 20)).astype(np.float32)
+        return aug.random_gain(x, rng, reach, 0.0)
 
     def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         from trainer import augment as aug
